@@ -1,0 +1,36 @@
+"""One error hierarchy. Every message names the file (or input), the field, and the fix.
+
+The CLI turns any ``MadtpError`` into a single line on stderr and exit code 2.
+"""
+
+
+class MadtpError(Exception):
+    """Base class: a problem with the user's input, not a bug in madtp-deploy."""
+
+
+class SpecError(MadtpError):
+    """Unknown model spec or inconsistent geometry."""
+
+
+class CheckpointError(MadtpError):
+    """A checkpoint that cannot be read, or whose keys/shapes do not fit the model."""
+
+
+class DataError(MadtpError):
+    """A dataset, annotation file, image or caption that cannot be used."""
+
+
+class ExportError(MadtpError):
+    """ONNX export failed or cannot write its artifacts."""
+
+
+class ValidationError(MadtpError):
+    """An exported artifact disagrees with eager PyTorch in a way that is fatal (shapes, kept)."""
+
+
+class RuntimeBackendError(MadtpError):
+    """A runtime backend that is unknown or unavailable on this machine."""
+
+
+class UsageError(MadtpError):
+    """A command-line value that cannot be parsed (batch-size list, backend name, ...)."""

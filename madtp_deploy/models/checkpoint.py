@@ -1,0 +1,158 @@
+"""Strict checkpoint loading: OpenAI CLIP, MADTP CLIP, Hugging Face CLIPModel, our safetensors.
+
+Geometry is read from the weights. Training-only extras of MADTP checkpoints (momentum encoders,
+queues) are skipped by name; anything else missing, unexpected or mis-shaped is an error that lists
+the keys (the reference loads with strict=False and silently ignores mistakes; we do not).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+from ..specs import ClipSpec
+from .clip import MadtpCLIP
+
+MAG_SEED = 0x4D414454  # "MADT": fresh MAG parameters for a dense checkpoint, identical on every load
+OPENAI_META = {"input_resolution", "context_length", "vocab_size"}  # ints in OpenAI's state dicts
+TRAINING_ONLY = re.compile(r"^([A-Za-z0-9_]+_m(\.|$)|(image|text|idx|ptr)_queue$)")
+
+
+def _fmt(keys, limit: int = 6) -> str:
+    keys = sorted(keys)
+    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def _need(sd: dict, path: Path, keys: list[str], what: str) -> None:
+    missing = [k for k in keys if k not in sd]
+    if missing:
+        raise CheckpointError(f"{path}: not {what}: missing key(s) {_fmt(missing)}; "
+                              f"fix: pass an OpenAI/MADTP CLIP ViT checkpoint or a Hugging Face CLIP directory")
+
+
+def _count(sd: dict, prefix: str) -> int:
+    pat = re.compile(re.escape(prefix) + r"(\d+)\.attn\.in_proj_weight$")
+    return len({m.group(1) for k in sd if (m := pat.match(k))})
+
+
+def spec_from_state_dict(sd: dict, path: Path, name: str | None = None, **overrides) -> ClipSpec:
+    """Infer a ClipSpec from OpenAI-named weights (heads = width // 64 unless overridden)."""
+    _need(sd, path, ["visual.conv1.weight", "visual.positional_embedding", "visual.proj",
+                     "positional_embedding", "token_embedding.weight", "ln_final.weight",
+                     "text_projection"], "a CLIP ViT checkpoint")
+    vw = sd["visual.conv1.weight"].shape[0]
+    patch = sd["visual.conv1.weight"].shape[-1]
+    grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+    tw = sd["ln_final.weight"].shape[0]
+    vl, tl = _count(sd, "visual.transformer.resblocks."), _count(sd, "transformer.resblocks.")
+    if vl == 0 or tl == 0:
+        raise CheckpointError(f"{path}: no transformer blocks found (visual: {vl}, text: {tl}); "
+                              f"fix: pass a CLIP ViT checkpoint (ResNet CLIP is not supported)")
+    fields = dict(
+        name=name or path.stem, image_size=patch * grid, patch_size=patch, vision_width=vw,
+        vision_layers=vl, vision_heads=max(vw // 64, 1),
+        vision_mlp=sd.get("visual.transformer.resblocks.0.mlp.c_fc.weight", torch.empty(4 * vw)).shape[0],
+        context_length=sd["positional_embedding"].shape[0], vocab_size=sd["token_embedding.weight"].shape[0],
+        text_width=tw, text_layers=tl, text_heads=max(tw // 64, 1),
+        text_mlp=sd.get("transformer.resblocks.0.mlp.c_fc.weight", torch.empty(4 * tw)).shape[0],
+        embed_dim=sd["text_projection"].shape[1],
+    )
+    if "space_dict" in sd:
+        fields["sd_num"], fields["sd_dim"] = sd["space_dict"].shape
+    fields.update(overrides)
+    return ClipSpec(**fields).validate()
+
+
+def _mag_keys(model: MadtpCLIP) -> set[str]:
+    return {k for k in model.state_dict() if k == "space_dict" or ".query_model." in k}
+
+
+def build_from_state_dict(sd: dict, path: Path, spec: ClipSpec, mode: str, temperature: float) -> MadtpCLIP:
+    """Load `sd` into a fresh model, strictly. A dense checkpoint gets seeded fresh MAG parameters."""
+    sd = {k: v for k, v in sd.items() if k not in OPENAI_META and not TRAINING_ONLY.match(k)}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(MAG_SEED)
+        model = MadtpCLIP(spec, mode=mode, temperature=temperature)
+    expected = model.state_dict()
+    mag = _mag_keys(model)
+    given_mag = mag & sd.keys()
+    if given_mag and given_mag != mag:
+        raise CheckpointError(f"{path}: MADTP alignment parameters incomplete: missing {_fmt(mag - given_mag)}; "
+                              f"fix: pass the full MADTP checkpoint")
+    required = expected.keys() - (mag if not given_mag else set())
+    missing, unexpected = required - sd.keys(), sd.keys() - expected.keys()
+    if missing or unexpected:
+        parts = ([f"missing key(s) {_fmt(missing)}"] if missing else []) + \
+                ([f"unexpected key(s) {_fmt(unexpected)}"] if unexpected else [])
+        raise CheckpointError(f"{path}: does not fit {spec.name}: {'; '.join(parts)}; "
+                              f"fix: pass a checkpoint of this architecture")
+    bad = [f"{k} {tuple(sd[k].shape)} != {tuple(expected[k].shape)}" for k in sorted(sd)
+           if tuple(sd[k].shape) != tuple(expected[k].shape)]
+    if bad:
+        raise CheckpointError(f"{path}: mis-shaped key(s) {'; '.join(bad[:4])}; fix: pass a consistent checkpoint")
+    model.load_state_dict(sd, strict=False)  # strictness checked above; MAG keys may be fresh
+    return model.eval()
+
+
+# -- file formats -------------------------------------------------------------------------------
+
+def _read_torch(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to read is the user's file
+        if zipfile.is_zipfile(path):
+            try:  # OpenAI's released files are TorchScript archives
+                return torch.jit.load(str(path), map_location="cpu").state_dict()
+            except Exception:  # noqa: BLE001
+                pass
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}); "
+                              f"fix: pass a file written by torch.save or a .safetensors file") from None
+
+
+def _read_safetensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc}); fix: re-save it") from None
+
+
+def load_torch_file(path: Path, mode: str, temperature: float | None) -> MadtpCLIP:
+    obj = _read_torch(path)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: top level is {type(obj).__name__}, expected a dict; "
+                              f"fix: pass a state dict or {{'model': state_dict, 'temperature': T}}")
+    overrides = {}
+    if "model" in obj:  # MADTP format
+        sd = obj["model"]
+        stored_t = obj.get("temperature", 0.0)
+        if not isinstance(stored_t, (int, float)):
+            raise CheckpointError(f"{path}: field 'temperature' is {type(stored_t).__name__}, expected a number")
+        overrides = obj.get("spec", {}) or {}
+    else:
+        sd, stored_t = obj, 0.0
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) or k in OPENAI_META for k, v in sd.items()):
+        raise CheckpointError(f"{path}: field 'model' is not a state dict of tensors; fix: pass a CLIP checkpoint")
+    spec = spec_from_state_dict(sd, path, **overrides)
+    return build_from_state_dict(sd, path, spec, mode, float(stored_t if temperature is None else temperature))
+
+
+def load_safetensors_file(path: Path, mode: str, temperature: float | None) -> MadtpCLIP:
+    """Our own format: <name>.safetensors plus <name>.json with {'spec': ..., 'temperature': ...}."""
+    sd = _read_safetensors(path)
+    meta_path = path.with_suffix(".json")
+    meta = {}
+    if meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{meta_path}: invalid JSON ({exc.msg}, line {exc.lineno}); fix: re-write it") from None
+    spec = ClipSpec.from_dict(meta["spec"]) if "spec" in meta else spec_from_state_dict(sd, path)
+    t = meta.get("temperature", 0.0) if temperature is None else temperature
+    return build_from_state_dict(sd, path, spec, mode, float(t))

@@ -1,0 +1,221 @@
+"""CLIP (ViT image tower + causal text tower) with MADTP's MAG and DTP in every layer.
+
+Parameter names are OpenAI CLIP's plus MADTP's `space_dict` and per-block `query_model.q_map.0`,
+so OpenAI and MADTP checkpoints load by name. The pruning math lives in `madtp_deploy.pruning`.
+
+Every layer carries a `valid` mask over its tokens. In "reference" mode with no padding it is all
+True and the computation is exactly the reference's; in "invariant" mode it masks the slots an
+instance does not own (its batch neighbours kept more tokens), so answers never depend on the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import pruning
+from ..specs import ClipSpec
+
+NEG = torch.finfo(torch.float32).min
+MODES = ("reference", "invariant")
+
+
+@dataclass
+class Encoded:
+    embeds: torch.Tensor           # [B, E] projected, not normalised (like HF's get_*_features)
+    kept: torch.Tensor             # [B, layers] int64: tokens an instance keeps after each layer
+    tokens_in: torch.Tensor        # [B] int64: tokens entering the first layer
+    align: torch.Tensor | None = None  # [B, M, sd_dim] MAG pooled features summed over layers
+
+
+class QuickGELU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with nn.MultiheadAttention's parameter names.
+
+    Returns the output, the attention probabilities [B, H, L, L] and the per-head outputs
+    attn·v [B, H, L, dh], which DTP's SA and CA scores need.
+    """
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        self.out_proj = nn.Linear(width, width)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor):
+        b, n, c = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        q, k, v = qkv.reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * (c // self.heads) ** -0.5 + bias
+        attn = torch.softmax(scores, dim=-1)
+        head_out = torch.matmul(attn, v)
+        out = self.out_proj(head_out.transpose(1, 2).reshape(b, n, c))
+        return out, attn, head_out
+
+
+class QueryModel(nn.Module):
+    """MAG's per-block map of tokens into the alignment space (key: query_model.q_map.0)."""
+
+    def __init__(self, width: int, sd_dim: int):
+        super().__init__()
+        self.q_map = nn.Sequential(nn.Linear(width, sd_dim))
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, heads: int, mlp: int, sd_dim: int, act: str, eps: float):
+        super().__init__()
+        self.attn = Attention(width, heads)
+        self.ln_1 = nn.LayerNorm(width, eps=eps)
+        self.mlp = nn.Sequential(OrderedDict([
+            ("c_fc", nn.Linear(width, mlp)),
+            ("gelu", QuickGELU() if act == "quick_gelu" else nn.GELU()),
+            ("c_proj", nn.Linear(mlp, width)),
+        ]))
+        self.ln_2 = nn.LayerNorm(width, eps=eps)
+        self.query_model = QueryModel(width, sd_dim)
+
+
+class Tower(nn.Module):
+    """A stack of blocks; token 0 (CLS / SOT) is never pruned."""
+
+    def __init__(self, width: int, layers: int, heads: int, mlp: int, sd_dim: int, act: str, eps: float,
+                 causal: bool):
+        super().__init__()
+        self.causal = causal
+        self.resblocks = nn.Sequential(*[Block(width, heads, mlp, sd_dim, act, eps) for _ in range(layers)])
+
+    def _bias(self, valid: torch.Tensor) -> torch.Tensor:
+        n = valid.shape[1]
+        bias = torch.zeros(valid.shape[0], 1, 1, n, dtype=torch.float32, device=valid.device)
+        bias = bias.masked_fill(~valid[:, None, None, :], NEG)
+        if self.causal:
+            future = torch.ones(n, n, dtype=torch.bool, device=valid.device).triu(1)
+            bias = bias.masked_fill(future, NEG)
+        return bias
+
+    def forward(self, x, valid, space_dict, temperature, mode, min_keep, track=None, want_align=False,
+                score_fn=None):
+        kept, align = [], None
+        prune = temperature > 0
+        for block in self.resblocks:
+            if prune:
+                q = block.query_model.q_map(x[:, 1:])
+                attn_map = pruning.token_attention_map(q, space_dict)
+                if want_align:
+                    f = pruning.pooled_features(q, attn_map, valid[:, 1:])
+                    align = f if align is None else align + f
+            h, attn, head_out = block.attn(block.ln_1(x), self._bias(valid))
+            x = x + h
+            if prune:
+                tis = score_fn(attn=attn, head_out=head_out, attn_map=attn_map, valid=valid[:, 1:]) \
+                    if score_fn is not None else None
+                r = pruning.prune_step(x, valid, attn, head_out, attn_map, temperature, min_keep, mode,
+                                       track, tis)
+                x, valid, track = r.x, r.valid, r.track
+                kept.append(r.kept)
+            else:
+                kept.append(valid.sum(1))
+            x = x + block.mlp(block.ln_2(x))
+        return x, valid, track, torch.stack(kept, 1), align
+
+
+class VisualTransformer(nn.Module):
+    def __init__(self, s: ClipSpec):
+        super().__init__()
+        scale = s.vision_width ** -0.5
+        self.conv1 = nn.Conv2d(3, s.vision_width, s.patch_size, s.patch_size, bias=False)
+        self.class_embedding = nn.Parameter(scale * torch.randn(s.vision_width))
+        self.positional_embedding = nn.Parameter(scale * torch.randn(s.vision_tokens, s.vision_width))
+        self.ln_pre = nn.LayerNorm(s.vision_width, eps=s.ln_eps)
+        self.transformer = Tower(s.vision_width, s.vision_layers, s.vision_heads, s.vision_mlp, s.sd_dim,
+                                 s.act, s.ln_eps, causal=False)
+        self.ln_post = nn.LayerNorm(s.vision_width, eps=s.ln_eps)
+        self.proj = nn.Parameter(scale * torch.randn(s.vision_width, s.embed_dim))
+
+
+class MadtpCLIP(nn.Module):
+    def __init__(self, spec: ClipSpec, mode: str = "reference", temperature: float = 0.0):
+        super().__init__()
+        self.spec = spec.validate()
+        s = spec
+        self.visual = VisualTransformer(s)
+        self.transformer = Tower(s.text_width, s.text_layers, s.text_heads, s.text_mlp, s.sd_dim, s.act,
+                                 s.ln_eps, causal=True)
+        self.token_embedding = nn.Embedding(s.vocab_size, s.text_width)
+        self.positional_embedding = nn.Parameter(torch.empty(s.context_length, s.text_width))
+        self.ln_final = nn.LayerNorm(s.text_width, eps=s.ln_eps)
+        self.text_projection = nn.Parameter(torch.empty(s.text_width, s.embed_dim))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.space_dict = nn.Parameter(torch.randn(s.sd_num, s.sd_dim))
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        nn.init.normal_(self.text_projection, std=s.text_width ** -0.5)
+        self.mode = mode
+        self.temperature = float(temperature)
+        self.score_fn = None  # ablations swap the importance score; None is MADTP's TIS
+
+    # -- settings -------------------------------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {value!r}")
+        self._mode = value
+
+    # -- towers -----------------------------------------------------------------------------------
+    def encode_image(self, pixels: torch.Tensor, want_align: bool = False) -> Encoded:
+        v = self.visual
+        x = v.conv1(pixels.to(v.conv1.weight.dtype))
+        x = x.flatten(2).transpose(1, 2)
+        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], 1) + v.positional_embedding.to(x.dtype)
+        x = v.ln_pre(x)
+        valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        min_keep = torch.ones(x.shape[0], dtype=torch.long, device=x.device)
+        x, valid, _, kept, align = v.transformer(x, valid, self.space_dict, self.temperature, self.mode,
+                                                 min_keep, want_align=want_align, score_fn=self.score_fn)
+        embeds = v.ln_post(x[:, 0]) @ v.proj
+        return Encoded(embeds, kept, torch.full_like(min_keep, self.spec.vision_tokens), align)
+
+    def eot_index(self, input_ids: torch.Tensor) -> torch.Tensor:
+        eot = self.spec.eot_token_id
+        if eot is None:
+            return input_ids.argmax(dim=-1)
+        return (input_ids == eot).to(torch.int32).argmax(dim=-1)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    want_align: bool = False) -> Encoded:
+        b, n = input_ids.shape
+        x = self.token_embedding(input_ids) + self.positional_embedding[:n]
+        if attention_mask is None:
+            valid = torch.ones(b, n, dtype=torch.bool, device=x.device)
+        else:
+            valid = attention_mask.to(torch.bool)
+        tokens_in = valid.sum(1)
+        eot = self.eot_index(input_ids)
+        positions = torch.arange(n, device=x.device)[None, :]
+        track = positions == eot[:, None]
+        # The reference never lets a text layer keep <= max(EOT index) + 2 tokens (per instance here).
+        min_keep = eot + 2
+        if self.mode == "reference":
+            min_keep = min_keep.max().expand(b)
+        x, valid, track, kept, align = self.transformer(x, valid, self.space_dict, self.temperature, self.mode,
+                                                        min_keep, track=track, want_align=want_align,
+                                                        score_fn=self.score_fn)
+        x = self.ln_final(x)
+        pooled = x[torch.arange(b, device=x.device), track.to(torch.int32).argmax(dim=-1)]
+        return Encoded(pooled @ self.text_projection, kept, tokens_in, align)

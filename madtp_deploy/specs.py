@@ -1,0 +1,103 @@
+"""Registry of model specs: geometry, MAG size and batch-mode defaults for every named model.
+
+Specs for real checkpoints are also *inferred* from their weights (see models/checkpoint.py);
+the registry names the geometries users ask for by name and the tiny ones tests and the demo use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .errors import SpecError
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    name: str
+    # vision tower (ViT)
+    image_size: int
+    patch_size: int
+    vision_width: int
+    vision_layers: int
+    vision_heads: int
+    vision_mlp: int
+    # text tower (causal transformer)
+    context_length: int
+    vocab_size: int
+    text_width: int
+    text_layers: int
+    text_heads: int
+    text_mlp: int
+    embed_dim: int
+    # MAG: the shared alignment tokens
+    sd_num: int = 100
+    sd_dim: int = 768
+    act: str = "quick_gelu"
+    ln_eps: float = 1e-5
+    # EOT token id; None means "the largest id in the sequence" (OpenAI CLIP's argmax rule)
+    eot_token_id: int | None = None
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def vision_tokens(self) -> int:
+        return self.grid * self.grid + 1
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ClipSpec":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise SpecError(f"spec: unknown field(s) {', '.join(unknown)}; fix: remove them")
+        return cls(**d)
+
+    def validate(self) -> "ClipSpec":
+        for tower, width, heads in (("vision", self.vision_width, self.vision_heads),
+                                    ("text", self.text_width, self.text_heads)):
+            if heads < 1 or width % heads:
+                raise SpecError(f"spec {self.name}: {tower}_width {width} is not divisible by "
+                                f"{tower}_heads {heads}; fix: choose heads that divide the width")
+        if self.image_size % self.patch_size:
+            raise SpecError(f"spec {self.name}: image_size {self.image_size} is not a multiple of "
+                            f"patch_size {self.patch_size}")
+        if self.act not in ("quick_gelu", "gelu"):
+            raise SpecError(f"spec {self.name}: act {self.act!r} unsupported; fix: quick_gelu or gelu")
+        return self
+
+
+_REGISTRY: dict[str, ClipSpec] = {}
+
+
+def register(spec: ClipSpec) -> ClipSpec:
+    _REGISTRY[spec.name] = spec.validate()
+    return spec
+
+
+def get_spec(name: str) -> ClipSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise SpecError(f"model {name!r}: not a registered spec, file or directory; "
+                        f"fix: use one of {', '.join(sorted(_REGISTRY))} or a path") from None
+
+
+def spec_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+# OpenAI CLIP ViT-B/16 (the CrossGET / UPop CLIP baseline geometry).
+register(ClipSpec("clip-vit-b16", 224, 16, 768, 12, 12, 3072, 77, 49408, 512, 12, 8, 2048, 512))
+# The reference MADTP CLIP: ViT-L/14 at 336 px, 12-layer 768-wide text tower.
+register(ClipSpec("clip-vit-l14-336", 336, 14, 1024, 24, 16, 4096, 77, 49408, 768, 12, 12, 3072, 768))
+# Tiny geometries. Head width 64 throughout, as OpenAI's checkpoints imply (heads = width // 64).
+register(ClipSpec("clip-tiny-test", 32, 8, 128, 2, 2, 256, 16, 64, 128, 2, 2, 256, 64,
+                  sd_num=16, sd_dim=32, eot_token_id=63))
+# The shipped demo model's geometry (trained by `madtp-deploy train` on the generated scenes).
+register(ClipSpec("madtp-clip-tiny", 64, 8, 128, 4, 2, 512, 16, 64, 128, 4, 2, 512, 64,
+                  sd_num=32, sd_dim=64, eot_token_id=63))

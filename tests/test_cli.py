@@ -1,0 +1,29 @@
+import subprocess
+import sys
+
+import pytest
+
+CLI = [sys.executable, "-m", "madtp_deploy.cli"]
+
+
+def run(*args):
+    return subprocess.run(CLI + list(args), capture_output=True, text=True, timeout=300)
+
+
+def test_info_prints_spec_and_gflops():
+    r = run("info", "clip-tiny-test")
+    assert r.returncode == 0, r.stderr
+    assert "GFLOPs" in r.stdout and "parameters" in r.stdout
+
+
+@pytest.mark.parametrize("arg", ["no-such-model", "/nonexistent/model.pt"])
+def test_bad_model_is_one_line_exit_2(arg):
+    r = run("info", arg)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_corrupted_checkpoint_is_one_line_exit_2(tmp_path):
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    r = run("info", str(tmp_path / "bad.pt"))
+    assert r.returncode == 2 and str(tmp_path / "bad.pt") in r.stderr and "Traceback" not in r.stderr
