@@ -61,6 +61,55 @@ def info(model: str = typer.Argument("shipped", help=MODEL_HELP)) -> None:
     console.print(table)
 
 
+@app.command()
+def export(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
+           output: Path = typer.Option(Path("export"), "--output", help="output folder"),
+           mode: str = typer.Option("reference", "--mode", help="reference (max-keep) or invariant"),
+           opset: int = typer.Option(20, "--opset", help="ONNX opset (dynamo exporter: 18 and up)"),
+           max_batch: int = typer.Option(64, "--max-batch", help="largest batch the graph accepts"),
+           temperature: Optional[float] = typer.Option(None, "--temperature", help="override the checkpoint's"),
+           name: Optional[str] = typer.Option(None, "--name", help="file stem (default: the spec name)"),
+           check_trt: bool = typer.Option(False, "--check-trt", help="also report TensorRT compatibility"),
+           no_validate: bool = typer.Option(False, "--no-validate", help="skip validation against eager")) -> None:
+    """Export the image and text encoders to ONNX with pruning inside the graph, then validate."""
+    from . import load
+    from .onnx.export import check_opset, check_output_dir, export_model
+
+    check_opset(opset)
+    check_output_dir(output)
+    m = load(model, mode=mode, temperature=temperature)
+    paths = export_model(m, output, name or m.spec.name, source=str(model), opset=opset, max_batch=max_batch,
+                         validate=not no_validate, log=console.print)
+    for p in paths:
+        console.print(f"wrote {p}")
+    if check_trt:
+        for p in paths:
+            if p.suffix == ".onnx":
+                _print_trt_report(p)
+
+
+def _print_trt_report(path: Path) -> None:
+    from .trt.check import report
+
+    r = report(path)
+    console.print(f"[bold]TensorRT compatibility of {path.name}[/]: {r['would_fail']} would fail, "
+                  f"{r['warnings']} warnings ({r['source']})")
+    for f in r["findings"]:
+        console.print(f"  {f['level']:5} {f['op']:12} {f['node']}: {f['why']}")
+
+
+@app.command()
+def validate(file: Path = typer.Argument(..., help="an exported .onnx file (its .json sidecar beside it)"),
+             check_trt: bool = typer.Option(False, "--check-trt")) -> None:
+    """Re-run onnxruntime against eager PyTorch for an exported file."""
+    from .onnx.validate import validate_file
+
+    r = validate_file(file, log=console.print)
+    if check_trt:
+        _print_trt_report(file)
+    raise typer.Exit(0 if r["passed"] else 1)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

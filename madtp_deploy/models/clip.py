@@ -100,7 +100,8 @@ class Tower(nn.Module):
         bias = torch.zeros(valid.shape[0], 1, 1, n, dtype=torch.float32, device=valid.device)
         bias = bias.masked_fill(~valid[:, None, None, :], NEG)
         if self.causal:
-            future = torch.ones(n, n, dtype=torch.bool, device=valid.device).triu(1)
+            pos = torch.arange(n, device=valid.device)
+            future = pos[None, :] > pos[:, None]
             bias = bias.masked_fill(future, NEG)
         return bias
 

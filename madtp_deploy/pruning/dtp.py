@@ -79,12 +79,12 @@ def effective_keep(k: torch.Tensor, n_valid: torch.Tensor, min_keep: torch.Tenso
 def keep_mask(tis: torch.Tensor, k_eff: torch.Tensor, valid: torch.Tensor,
               force_keep: torch.Tensor | None = None) -> torch.Tensor:
     """Each instance keeps its top-k_eff valid tokens by TIS (force_keep ones first). [B, N] bool."""
-    sel = tis.masked_fill(~valid, float("-inf"))
+    sel = tis.masked_fill(~valid, -1e30)  # finite sentinels: onnxruntime TopK mishandles inf
     if force_keep is not None:
-        sel = sel.masked_fill(force_keep & valid, float("inf"))
-    order = torch.argsort(sel, dim=1, descending=True, stable=True)
-    rank = torch.argsort(order, dim=1)
-    return rank < k_eff[:, None]
+        sel = sel.masked_fill(force_keep & valid, 1e30)
+    order = torch.topk(sel, sel.shape[1], dim=1, largest=True, sorted=True).indices
+    in_top = torch.arange(sel.shape[1], device=sel.device)[None, :] < k_eff[:, None]
+    return torch.zeros_like(in_top).scatter(1, order, in_top)
 
 
 def compaction_order(keep: torch.Tensor, slots: int) -> torch.Tensor:

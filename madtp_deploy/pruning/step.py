@@ -40,7 +40,7 @@ def prune_step(x: torch.Tensor, valid: torch.Tensor, attn: torch.Tensor, head_ou
 
     # The only host sync: the batch's slot count. Under torch.export it becomes an unbacked symbol,
     # so the exported graph computes it at run time (TopK with a run-time K).
-    slots = int(k_eff.max())
+    slots = k_eff.max().item()
     torch._check(slots >= 1)
     torch._check(slots <= tokens.shape[1])
     order = dtp.compaction_order(keep, slots)
@@ -48,7 +48,7 @@ def prune_step(x: torch.Tensor, valid: torch.Tensor, attn: torch.Tensor, head_ou
     slot_valid = torch.arange(slots, device=x.device)[None, :] < k_eff[:, None]
 
     # The package slot exists only when some instance pruned: a second run-time size, no branch.
-    n_pkg = int(pruned.any())
+    n_pkg = pruned.long().max().item()
     torch._check(n_pkg >= 0)
     torch._check(n_pkg <= 1)
     length = 1 + slots + n_pkg

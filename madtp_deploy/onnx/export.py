@@ -1,0 +1,119 @@
+"""torch.export -> ONNX (dynamo exporter) with the pruning inside the graph; atomic artifacts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..errors import ExportError
+from ..models.clip import MadtpCLIP
+from . import io as onnx_io
+
+MIN_OPSET = 18  # the dynamo exporter's lowest
+
+
+def weights_sha256(model: MadtpCLIP) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def versions() -> dict:
+    import onnx
+    import onnxruntime
+    import onnxscript
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "onnxscript": onnxscript.__version__}
+
+
+def check_opset(opset: int) -> None:
+    import onnx
+    top = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= top:
+        raise ExportError(f"--opset {opset}: the dynamo exporter writes opsets {MIN_OPSET}..{top}; "
+                          f"fix: pick one in that range")
+
+
+def check_output_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".probe-", delete=True)
+        probe.close()
+    except OSError as exc:
+        raise ExportError(f"{out}: output folder is not writable ({exc.strerror}); fix: pass --output DIR "
+                          f"that you can write to") from None
+
+
+def _export_one(module: torch.nn.Module, args: tuple, io: onnx_io.EncoderIO, path: Path, opset: int,
+                max_batch: int, context_length: int) -> None:
+    dims = {"batch": torch.export.Dim("batch", min=1, max=max_batch),
+            "seq": torch.export.Dim("seq", min=3, max=context_length)}
+    dyn = {t.name: {i: dims[a] for i, a in enumerate(t.axes) if isinstance(a, str)} for t in io.inputs}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(module, args, dynamic_shapes=dyn, input_names=[t.name for t in io.inputs],
+                                 output_names=[t.name for t in io.outputs], opset_version=opset,
+                                 dynamo=True, verbose=False,
+                                 # onnxscript's optimizer miscompiles the data-dependent slices here
+                                 # (kept counts differ from eager when one instance skips a layer and
+                                 # another prunes); onnxruntime's own graph optimizations are safe.
+                                 optimize=False)
+        prog.save(str(path), external_data=False)
+
+
+def export_model(model: MadtpCLIP, out_dir: Path, name: str, *, source: str, opset: int = 20,
+                 max_batch: int = 64, validate: bool = True, batch_sizes=(1, 8, 32), log=print) -> list[Path]:
+    """Write <name>.image.onnx and <name>.text.onnx with JSON sidecars. Nothing half-written."""
+    from . import validate as val
+
+    check_opset(opset)
+    out_dir = Path(out_dir)
+    check_output_dir(out_dir)
+    model = model.eval()
+    common = {"model": {"source": source, "spec": model.spec.to_dict(), "temperature": model.temperature,
+                        "mode": model.mode, "weights_sha256": weights_sha256(model)},
+              "opset": opset, "exporter": "torch.onnx.export(dynamo=True)", "versions": versions(),
+              "max_batch": max_batch}
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    written = []
+    try:
+        jobs = [("image", onnx_io.ImageEncoder(model), (onnx_io.sample_images(model, 2),), onnx_io.image_io(model)),
+                ("text", onnx_io.TextEncoder(model), onnx_io.sample_text(model, 2), onnx_io.text_io(model))]
+        for encoder, module, args, io in jobs:
+            path = staging / f"{name}.{encoder}.onnx"
+            log(f"exporting {encoder} encoder -> {out_dir / path.name}")
+            try:
+                with torch.no_grad():
+                    _export_one(module, args, io, path, opset, max_batch, model.spec.context_length)
+            except Exception as exc:  # noqa: BLE001 - the exporter's many error types
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ExportError(f"{name}.{encoder}.onnx: export failed at opset {opset} ({first[:200]}); "
+                                  f"fix: try the default --opset") from None
+            sidecar = dict(common, encoder=encoder, io=io.to_dict(), file_sha256=file_sha256(path))
+            if validate:
+                report = val.validate_against_eager(path, model, encoder, batch_sizes=batch_sizes, log=log)
+                sidecar["validation"] = report
+            path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2))
+        for f in sorted(staging.iterdir()):
+            os.replace(f, out_dir / f.name)
+            written.append(out_dir / f.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return written

@@ -1,0 +1,114 @@
+"""onnxruntime against eager PyTorch, on inputs chosen so that keep counts differ between them.
+
+Shape errors are fatal (ValidationError); a tolerance miss or a differing keep decision is a loud
+warning with the artifact kept, and the report says which tolerance would have passed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ValidationError
+from ..models.clip import MadtpCLIP
+from . import io as onnx_io
+
+
+def _pick_varied(model: MadtpCLIP, encoder: str, pool: int = 48):
+    """A pool of inputs and the indices of three whose eager keep counts differ."""
+    with torch.no_grad():
+        if encoder == "image":
+            x = onnx_io.sample_images(model, pool, seed=11)
+            kept = torch.cat([model.encode_image(x[i:i + 1]).kept for i in range(pool)])
+            inputs = (x,)
+        else:
+            ids, mask = onnx_io.sample_text(model, pool, seed=11)
+            kept = torch.cat([model.encode_text(ids[i:i + 1], mask[i:i + 1]).kept for i in range(pool)])
+            inputs = (ids, mask)
+    seen, chosen = set(), []
+    for i in range(pool):
+        key = tuple(kept[i].tolist())
+        if key not in seen:
+            seen.add(key)
+            chosen.append(i)
+    rest = [i for i in range(pool) if i not in chosen]
+    return inputs, chosen[:3], chosen + rest
+
+
+def _eager(model: MadtpCLIP, encoder: str, inputs):
+    with torch.no_grad():
+        e = model.encode_image(*inputs) if encoder == "image" else model.encode_text(*inputs)
+    return {"embeds": e.embeds.numpy(), "kept": e.kept.numpy()}
+
+
+def validate_against_eager(onnx_path: Path, model: MadtpCLIP, encoder: str, *, batch_sizes=(1, 8, 32),
+                           precision: str = "fp32", atol: float | None = None, log=print) -> dict:
+    from ..runtime import open_session
+
+    atol = onnx_io.DEFAULT_ATOL[precision] if atol is None else atol
+    session = open_session(onnx_path, backend="ort")
+    inputs, varied, order = _pick_varied(model, encoder)
+    names = [t.name for t in (onnx_io.image_io(model) if encoder == "image" else onnx_io.text_io(model)).inputs]
+    cases = [("single", [i]) for i in varied]
+    for b in batch_sizes:
+        idx = [order[j % len(order)] for j in range(b)]
+        cases.append((f"batch{b}", idx))
+    report = {"atol": atol, "precision": precision, "varied_inputs_kept": [], "cases": [], "passed": True}
+    for label, idx in cases:
+        batch = tuple(t[idx] for t in inputs)
+        want = _eager(model, encoder, batch)
+        got = session.run(dict(zip(names, (t.numpy() for t in batch))))
+        for out in ("embeds", "kept"):
+            if got[out].shape != want[out].shape:
+                raise ValidationError(f"{onnx_path}: output '{out}' has shape {got[out].shape}, eager "
+                                      f"{want[out].shape} ({label}); fix: re-export")
+        diff = np.abs(got["embeds"] - want["embeds"])
+        rel = diff / (np.abs(want["embeds"]) + 1e-12)
+        kept_equal = bool(np.array_equal(got["kept"], want["kept"]))
+        case = {"case": label, "batch": len(idx), "max_abs_diff": float(diff.max()),
+                "max_rel_diff": float(rel.max()), "kept_equal": kept_equal,
+                "kept_mismatched_instances": int((got["kept"] != want["kept"]).any(1).sum()),
+                "passed": bool(diff.max() <= atol and kept_equal)}
+        if label == "single":
+            report["varied_inputs_kept"].append(want["kept"][0].tolist())
+        report["cases"].append(case)
+        if not case["passed"]:
+            report["passed"] = False
+    worst = max(c["max_abs_diff"] for c in report["cases"])
+    report["max_abs_diff"] = worst
+    report["atol_that_would_pass"] = float(worst)
+    if report["passed"]:
+        log(f"  validated {onnx_path.name}: max |diff| {worst:.2e} <= atol {atol:g}, kept equal "
+            f"({len(cases)} cases, keep counts {report['varied_inputs_kept']})")
+    else:
+        bad = [c["case"] for c in report["cases"] if not c["passed"]]
+        log(f"  WARNING: {onnx_path.name} FAILED validation in {', '.join(bad)}: max |diff| {worst:.2e} vs "
+            f"atol {atol:g} (atol {worst:.2e} would have passed); kept equal: "
+            f"{all(c['kept_equal'] for c in report['cases'])}. The artifact is kept.")
+    return report
+
+
+def validate_file(onnx_path: Path, log=print) -> dict:
+    """`madtp-deploy validate FILE`: reload the eager model named in the sidecar and compare again."""
+    from ..api import load
+    from ..errors import ValidationError as VE
+
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise VE(f"{onnx_path}: no such ONNX file; fix: run `madtp-deploy export` first")
+    sidecar_path = onnx_path.with_suffix(".json")
+    try:
+        sidecar = json.loads(sidecar_path.read_text())
+    except FileNotFoundError:
+        raise VE(f"{sidecar_path}: sidecar missing; fix: export with `madtp-deploy export`, which writes it") from None
+    except json.JSONDecodeError as exc:
+        raise VE(f"{sidecar_path}: invalid JSON ({exc.msg}); fix: re-export") from None
+    try:
+        m, enc = sidecar["model"], sidecar["encoder"]
+        model = load(m["source"], mode=m["mode"], temperature=m["temperature"])
+    except KeyError as exc:
+        raise VE(f"{sidecar_path}: field {exc} missing; fix: re-export") from None
+    return validate_against_eager(onnx_path, model, enc, log=log)

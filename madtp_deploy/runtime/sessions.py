@@ -1,0 +1,105 @@
+"""`open_session(path, backend=...)` -> Session with run(inputs: dict[str, np.ndarray]) -> dict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import RuntimeBackendError
+
+BACKENDS = ("torch", "ort", "ort-cuda", "trt")
+
+
+class Session(Protocol):
+    backend: str
+    input_names: list[str]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class OrtSession:
+    def __init__(self, path: Path, providers: list[str], threads: int | None = None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.backend = "ort-cuda" if "CUDAExecutionProvider" in providers else "ort"
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        if providers[0] not in self.session.get_providers():  # ORT falls back silently: refuse instead
+            raise RuntimeBackendError(f"{path}: onnxruntime did not enable {providers[0]} "
+                                      f"(active: {self.session.get_providers()}); fix: install the [gpu] extra "
+                                      f"in an environment without onnxruntime, on a machine with CUDA")
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, inputs):
+        outs = self.session.run(self.output_names, {k: inputs[k] for k in self.input_names})
+        return dict(zip(self.output_names, outs))
+
+
+class TorchSession:
+    """Eager PyTorch behind the same interface; `path` is anything madtp_deploy.load accepts."""
+
+    def __init__(self, source, encoder: str, mode: str = "reference", temperature: float | None = None,
+                 model=None):
+        import torch
+
+        from ..api import load
+
+        self._torch = torch
+        self.backend = "torch"
+        self.model = model if model is not None else load(source, mode=mode, temperature=temperature)
+        self.encoder = encoder
+        self.input_names = ["pixels"] if encoder == "image" else ["input_ids", "attention_mask"]
+
+    def run(self, inputs):
+        t = self._torch
+        with t.inference_mode():
+            if self.encoder == "image":
+                e = self.model.encode_image(t.from_numpy(inputs["pixels"]))
+            else:
+                e = self.model.encode_text(t.from_numpy(inputs["input_ids"]), t.from_numpy(inputs["attention_mask"]))
+        return {"embeds": e.embeds.numpy(), "kept": e.kept.numpy()}
+
+
+def available_backends() -> dict[str, str | None]:
+    """backend -> None if usable here, else the reason it is not."""
+    import onnxruntime as ort
+
+    out = {"torch": None, "ort": None}
+    out["ort-cuda"] = None if "CUDAExecutionProvider" in ort.get_available_providers() else \
+        "onnxruntime has no CUDAExecutionProvider here (CPU build, or no GPU): install the [gpu] extra on a GPU machine"
+    try:
+        import tensorrt  # noqa: F401
+        out["trt"] = None
+    except ImportError:
+        out["trt"] = "tensorrt is not installed (its wheels need NVIDIA's package index; not reachable here)"
+    return out
+
+
+def open_session(path, backend: str = "ort", **kwargs) -> Session:
+    if backend not in BACKENDS:
+        raise RuntimeBackendError(f"backend {backend!r}: unknown; fix: use one of {', '.join(BACKENDS)}")
+    if backend == "torch":
+        return TorchSession(path, **kwargs)
+    reason = available_backends()[backend]
+    if reason:
+        raise RuntimeBackendError(f"backend {backend}: unavailable: {reason}")
+    if backend == "trt":
+        from ..trt import TrtSession
+        return TrtSession(path, **kwargs)
+    path = Path(path)
+    if not path.is_file():
+        raise RuntimeBackendError(f"{path}: no such ONNX file; fix: run `madtp-deploy export` first")
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if backend == "ort-cuda" else ["CPUExecutionProvider"]
+    try:
+        return OrtSession(path, providers, **kwargs)
+    except RuntimeBackendError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's load errors
+        raise RuntimeBackendError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]}); "
+                                  f"fix: re-export") from None

@@ -1,0 +1,91 @@
+"""Exported graphs against eager PyTorch, with inputs that prune differently."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import madtp_deploy
+from madtp_deploy.onnx import io as onnx_io
+from madtp_deploy.onnx.export import export_model
+from madtp_deploy.runtime import open_session
+
+from ..conftest import TINY
+
+
+@pytest.fixture(scope="module", params=["reference", "invariant"])
+def exported(request, tmp_path_factory):
+    m = madtp_deploy.load(TINY, mode=request.param, temperature=3.0)
+    out = tmp_path_factory.mktemp(f"export-{request.param}")
+    paths = export_model(m, out, "tiny", source=TINY, log=lambda *_: None)
+    return m, out, paths
+
+
+def _three_varied_images(m):
+    x = onnx_io.sample_images(m, 40, seed=3)
+    with torch.no_grad():
+        kept = [tuple(m.encode_image(x[i:i + 1]).kept[0].tolist()) for i in range(40)]
+    picks, seen = [], set()
+    for i, k in enumerate(kept):
+        if k not in seen:
+            seen.add(k)
+            picks.append(i)
+    assert len(picks) >= 3, "need three inputs with different keep counts"
+    return x, picks[:3]
+
+
+def test_files_and_sidecars(exported):
+    m, out, paths = exported
+    names = sorted(p.name for p in paths)
+    assert names == ["tiny.image.json", "tiny.image.onnx", "tiny.text.json", "tiny.text.onnx"]
+    side = json.loads((out / "tiny.image.json").read_text())
+    assert side["model"]["temperature"] == 3.0 and side["model"]["mode"] == m.mode
+    assert side["io"]["inputs"][0]["axes"][0] == "batch" and side["opset"] == 20
+    assert side["validation"]["passed"] and len(side["file_sha256"]) == 64
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "no staging leftovers"
+
+
+@pytest.mark.parametrize("batch", [1, 8, 32])
+def test_image_onnx_matches_eager(exported, batch):
+    m, out, _ = exported
+    session = open_session(out / "tiny.image.onnx", backend="ort")
+    x, picks = _three_varied_images(m)
+    for p in picks:  # each of the three inputs, repeated and mixed with others to fill the batch
+        idx = [p] + [(p + 7 * j) % 40 for j in range(1, batch)]
+        got = session.run({"pixels": x[idx].numpy()})
+        with torch.no_grad():
+            want = m.encode_image(x[idx])
+        np.testing.assert_allclose(got["embeds"], want.embeds.numpy(), atol=1e-4, rtol=0)
+        np.testing.assert_array_equal(got["kept"], want.kept.numpy())
+
+
+@pytest.mark.parametrize("batch", [1, 8, 32])
+def test_text_onnx_matches_eager(exported, batch):
+    m, out, _ = exported
+    session = open_session(out / "tiny.text.onnx", backend="ort")
+    ids, mask = onnx_io.sample_text(m, batch, seed=batch)
+    got = session.run({"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+    with torch.no_grad():
+        want = m.encode_text(ids, mask)
+    np.testing.assert_allclose(got["embeds"], want.embeds.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(got["kept"], want.kept.numpy())
+
+
+def test_keep_count_is_not_a_constant_in_the_graph(exported):
+    m, out, _ = exported
+    session = open_session(out / "tiny.image.onnx", backend="ort")
+    x, picks = _three_varied_images(m)
+    a = session.run({"pixels": x[picks[0]:picks[0] + 1].numpy()})["kept"]
+    b = session.run({"pixels": x[picks[1]:picks[1] + 1].numpy()})["kept"]
+    assert not np.array_equal(a, b)
+
+
+def test_validate_command_rereads_the_sidecar(exported):
+    _, out, _ = exported
+    r = subprocess.run([sys.executable, "-m", "madtp_deploy.cli", "validate", str(out / "tiny.image.onnx")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "validated" in r.stdout
