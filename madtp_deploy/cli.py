@@ -110,6 +110,78 @@ def validate(file: Path = typer.Argument(..., help="an exported .onnx file (its 
     raise typer.Exit(0 if r["passed"] else 1)
 
 
+@app.command("make-data")
+def make_data(output: Path = typer.Option(Path("data/scenes"), "--output"),
+              n_train: int = typer.Option(4000, "--train"), n_val: int = typer.Option(300, "--val"),
+              n_test: int = typer.Option(500, "--test"), seed: int = typer.Option(0, "--seed")) -> None:
+    """Generate the seeded shapes-and-relations retrieval task in BLIP's annotation format."""
+    from .data import scenes
+
+    root = scenes.generate(output, n_train, n_val, n_test, seed)
+    console.print(f"wrote {root} (train {n_train}, val {n_val}, test {n_test} images, seed {seed})")
+
+
+@app.command()
+def train(data: Path = typer.Option(..., "--data", help="dataset folder (*_train.json, *_val.json)"),
+          output: Path = typer.Option(..., "--output", help="run folder: madtp.pt, model.safetensors, last.pt"),
+          init: str = typer.Option("madtp-clip-tiny", "--init", help=MODEL_HELP),
+          reduce: float = typer.Option(0.0, "--reduce", help="fraction of GFLOPs to remove (0 = dense)"),
+          epochs: int = typer.Option(5, "--epochs"), batch_size: int = typer.Option(64, "--batch-size"),
+          lr: float = typer.Option(5e-4, "--lr"), weight_decay: float = typer.Option(0.2, "--wd"),
+          mode: str = typer.Option("invariant", "--mode"), control_every: int = typer.Option(0, "--control-every"),
+          max_steps: int = typer.Option(0, "--max-steps"), seed: int = typer.Option(0, "--seed"),
+          resume: bool = typer.Option(False, "--resume")) -> None:
+    """Dense CLIP training, or MADTP compression to a GFLOPs target (--reduce P)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .errors import UsageError
+    from .train.trainer import TrainConfig, train as run
+
+    if not 0.0 <= reduce < 1.0:
+        raise UsageError(f"--reduce {reduce}: must be in [0, 1); fix: e.g. --reduce 0.5")
+    cfg = TrainConfig(str(data), str(output), init, reduce, epochs, batch_size, lr, 0.0, weight_decay, 0.1, mode,
+                      control_every, max_steps, seed, resume)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console,
+                  disable=not console.is_terminal) as progress:
+        r = run(cfg, log=console.print, progress=progress)
+    console.print(f"done: GFLOPs/pair {r['gflops_current']:.4f} (target {r['gflops_target']:.4f}, "
+                  f"dense {r['gflops_dense']:.4f}), temperature {r['temperature']:.3f}")
+
+
+@app.command("eval")
+def eval_(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
+          data: Path = typer.Option(..., "--data", help="dataset folder"),
+          split: str = typer.Option("test", "--split"), batch_size: int = typer.Option(64, "--batch-size"),
+          mode: str = typer.Option("invariant", "--mode"),
+          temperature: Optional[float] = typer.Option(None, "--temperature"),
+          tokenizer: Optional[Path] = typer.Option(None, "--tokenizer"),
+          json_out: Optional[Path] = typer.Option(None, "--json")) -> None:
+    """Retrieval recall@1/5/10 both ways, per-instance GFLOPs and kept tokens per layer."""
+    import json
+
+    from . import load
+    from .data import dataset
+    from .evaluate import evaluate
+
+    m = load(model, mode=mode, temperature=temperature)
+    s = dataset.load(data, split)
+    r = evaluate(m, s, dataset.tokenizer_for(data, m.spec, tokenizer), batch_size)
+    r["model"], r["split"] = model, str(s.annotation)
+    table = Table(title=f"{model} on {s.annotation.name} ({mode}, batch {batch_size}, T {m.temperature:g})")
+    for k in ("txt_r1", "txt_r5", "txt_r10", "img_r1", "img_r5", "img_r10"):
+        table.add_column(k, justify="right")
+    table.add_column("GFLOPs/pair", justify="right")
+    table.add_column("reduction", justify="right")
+    table.add_row(*[f"{r[k]:.2f}" for k in ("txt_r1", "txt_r5", "txt_r10", "img_r1", "img_r5", "img_r10")],
+                  f"{r['gflops_per_pair']:.4f}", f"{100 * r['gflops_reduction']:.1f}%")
+    console.print(table)
+    console.print(f"kept image tokens per layer: {[round(v, 1) for v in r['kept_image_per_layer']]}")
+    if json_out:
+        tmp = json_out.with_name(f".{json_out.name}.tmp")
+        tmp.write_text(json.dumps(r, indent=2))
+        tmp.replace(json_out)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

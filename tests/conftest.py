@@ -42,3 +42,10 @@ def hf_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("hf_clip")
     model.save_pretrained(d)
     return d, model
+
+
+@pytest.fixture(scope="session")
+def scenes_dir(tmp_path_factory):
+    from madtp_deploy.data import scenes
+
+    return scenes.generate(tmp_path_factory.mktemp("scenes"), n_train=64, n_val=16, n_test=24, seed=1)

@@ -119,10 +119,10 @@ class Tower(nn.Module):
             h, attn, head_out = block.attn(block.ln_1(x), self._bias(valid))
             x = x + h
             if prune:
-                tis = score_fn(attn=attn, head_out=head_out, attn_map=attn_map, valid=valid[:, 1:]) \
-                    if score_fn is not None else None
+                tis, theta = score_fn(attn=attn, head_out=head_out, attn_map=attn_map, valid=valid[:, 1:],
+                                      temperature=temperature) if score_fn is not None else (None, None)
                 r = pruning.prune_step(x, valid, attn, head_out, attn_map, temperature, min_keep, mode,
-                                       track, tis)
+                                       track, tis, theta)
                 x, valid, track = r.x, r.valid, r.track
                 kept.append(r.kept)
             else:
@@ -164,7 +164,7 @@ class MadtpCLIP(nn.Module):
         nn.init.normal_(self.text_projection, std=s.text_width ** -0.5)
         self.mode = mode
         self.temperature = float(temperature)
-        self.score_fn = None  # ablations swap the importance score; None is MADTP's TIS
+        self.score_fn = None  # ablations: (attn, head_out, attn_map, valid, temperature) -> (tis, theta)
 
     # -- settings -------------------------------------------------------------------------------
     @property

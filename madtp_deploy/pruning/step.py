@@ -20,18 +20,21 @@ class PruneResult:
 
 def prune_step(x: torch.Tensor, valid: torch.Tensor, attn: torch.Tensor, head_out: torch.Tensor,
                attn_map: torch.Tensor, temperature: float, min_keep: torch.Tensor, mode: str,
-               track: torch.Tensor | None = None, tis: torch.Tensor | None = None) -> PruneResult:
+               track: torch.Tensor | None = None, tis: torch.Tensor | None = None,
+               theta: torch.Tensor | None = None) -> PruneResult:
     """Prune the non-CLS tokens of x ([B, L, C], CLS at 0) after the attention sub-layer.
 
     `track` (optional, [B, L] bool) marks tokens that must be kept and followed through the gather.
-    `tis` overrides the importance score (ablations); by default it is MADTP's (SA + TA + CA) / 3.
+    `tis` / `theta` override the importance score and the threshold (ablations); by default they are
+    MADTP's (SA + TA + CA) / 3 and the alignment-derived threshold.
     """
     tokens, tv = x[:, 1:], valid[:, 1:]
     if tis is None:
         tis = dtp.importance_score(dtp.self_attention_score(attn, tv),
                                    dtp.token_attention_score(attn_map, tv),
                                    dtp.cls_attention_score(attn, head_out))
-    theta = dtp.threshold(attn_map, tis, temperature, tv)
+    if theta is None:
+        theta = dtp.threshold(attn_map, tis, temperature, tv)
     n_valid = tv.sum(dim=1)
     k = dtp.keep_counts(tis, theta, tv)
     k_eff, pruned = dtp.effective_keep(k, n_valid, min_keep, mode, tokens.shape[1])

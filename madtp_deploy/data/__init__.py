@@ -1,0 +1,1 @@
+"""Data: the generated scenes task, BLIP retrieval annotation files, preprocessing, tokenizers."""

@@ -1,0 +1,76 @@
+"""Retrieval evaluation: recall@1/5/10 both ways, per-instance GFLOPs and kept tokens per layer."""
+
+from __future__ import annotations
+
+import torch
+
+from . import flops
+from .data.retrieval import RetrievalSplit
+from .models.clip import MadtpCLIP
+
+
+@torch.no_grad()
+def embed(model: MadtpCLIP, split: RetrievalSplit, tokenizer, batch_size: int = 64, pixels=None):
+    s = model.spec
+    pixels = split.pixels(s.image_size) if pixels is None else pixels
+    img, ikept, txt, tkept, tin = [], [], [], [], []
+    for i in range(0, len(pixels), batch_size):
+        e = model.encode_image(pixels[i:i + batch_size])
+        img.append(e.embeds)
+        ikept.append(e.kept)
+    ids, mask = tokenizer(split.captions, where=str(split.annotation))
+    for i in range(0, len(ids), batch_size):
+        e = model.encode_text(ids[i:i + batch_size], mask[i:i + batch_size])
+        txt.append(e.embeds)
+        tkept.append(e.kept)
+        tin.append(e.tokens_in)
+    return (torch.cat(img), torch.cat(ikept), torch.cat(txt), torch.cat(tkept), torch.cat(tin))
+
+
+def recalls(img: torch.Tensor, txt: torch.Tensor, split: RetrievalSplit) -> dict:
+    img = torch.nn.functional.normalize(img, dim=-1)
+    txt = torch.nn.functional.normalize(txt, dim=-1)
+    sims = img @ txt.t()
+    i2t_rank = torch.empty(len(img))
+    for i, caps in enumerate(split.img2txt):
+        order = torch.argsort(sims[i], descending=True)
+        pos = torch.isin(order, torch.tensor(caps)).nonzero()
+        i2t_rank[i] = pos.min()
+    t2i_rank = torch.empty(len(txt))
+    for j, i in enumerate(split.txt2img):
+        order = torch.argsort(sims[:, j], descending=True)
+        t2i_rank[j] = (order == i).nonzero()[0, 0]
+    out = {}
+    for k in (1, 5, 10):
+        out[f"txt_r{k}"] = 100.0 * float((i2t_rank < k).float().mean())
+        out[f"img_r{k}"] = 100.0 * float((t2i_rank < k).float().mean())
+    out["r_mean"] = sum(out.values()) / 6
+    return out
+
+
+def _stats(x: torch.Tensor) -> dict:
+    x = x.double()
+    return {"mean": float(x.mean()), "std": float(x.std()) if len(x) > 1 else 0.0,
+            "min": float(x.min()), "max": float(x.max())}
+
+
+def evaluate(model: MadtpCLIP, split: RetrievalSplit, tokenizer, batch_size: int = 64, pixels=None) -> dict:
+    img, ikept, txt, tkept, tin = embed(model, split, tokenizer, batch_size, pixels)
+    pruning = model.temperature > 0
+    fi = flops.image_flops(model.spec, ikept, pruning)
+    ft = flops.text_flops(model.spec, tin, tkept, pruning)
+    # one "instance" = one image and one caption, as the reference's retrieval GFLOPs count both
+    per_pair = fi.gflops + ft.gflops[: len(fi.gflops)].mean()
+    dense = (flops.image_flops(model.spec, flops.dense_image_kept(model.spec), False).gflops
+             + flops.text_flops(model.spec, tin[:1], flops.dense_text_kept(model.spec, 1, int(tin[0])), False).gflops)
+    return {
+        **recalls(img, txt, split),
+        "mode": model.mode, "batch_size": batch_size, "temperature": model.temperature,
+        "images": len(img), "captions": len(txt),
+        "gflops_image": _stats(fi.gflops), "gflops_text": _stats(ft.gflops),
+        "gflops_per_pair": float(per_pair.mean()), "gflops_dense_per_pair": float(dense),
+        "gflops_reduction": 1.0 - float(per_pair.mean()) / float(dense),
+        "kept_image_per_layer": [float(v) for v in ikept.double().mean(0)],
+        "kept_text_per_layer": [float(v) for v in tkept.double().mean(0)],
+        "convention": "GFLOPs = 2 FLOPs per multiply-add, per instance (not padded batch work)",
+    }

@@ -1,0 +1,1 @@
+"""Compression training: task loss + alignment loss + temperature control toward a GFLOPs target."""

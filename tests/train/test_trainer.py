@@ -1,0 +1,60 @@
+"""A few steps of training: loss falls, temperature steers GFLOPs, checkpoints are atomic."""
+
+import pytest
+import torch
+
+import madtp_deploy
+from madtp_deploy.train import control, trainer
+from madtp_deploy.train.trainer import TrainConfig
+
+
+def test_controller_steps_toward_the_target():
+    assert control.next_temperature(1.0, 100, 50, 100) == 1.5     # too many GFLOPs: prune more
+    assert control.next_temperature(1.0, 50, 100, 100) == 0.5
+    assert control.next_temperature(1.0, 50.1, 50, 100) == 1.01   # small gap, small step
+    assert control.next_temperature(0.02, 10, 50, 100) == control.MIN_T
+
+
+def test_dense_training_loss_falls(scenes_dir, tmp_path):
+    r = trainer.train(TrainConfig(str(scenes_dir), str(tmp_path / "run"), init="clip-tiny-test", epochs=8,
+                                  batch_size=16, lr=1e-3), log=lambda *_: None)
+    losses = [h["loss"] for h in r["history"]]
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
+    m = madtp_deploy.load(tmp_path / "run" / "madtp.pt")
+    assert m.temperature == 0.0
+    s = madtp_deploy.load(tmp_path / "run" / "model.safetensors")
+    torch.testing.assert_close(dict(m.state_dict()), dict(s.state_dict()))
+
+
+def test_compression_moves_gflops_toward_target(scenes_dir, tmp_path):
+    r = trainer.train(TrainConfig(str(scenes_dir), str(tmp_path / "c"), init="clip-tiny-test", reduce=0.15,
+                                  epochs=2, batch_size=16, lr=1e-4, control_every=2), log=lambda *_: None)
+    dense, target, cur = r["gflops_dense"], r["gflops_target"], r["gflops_current"]
+    assert abs(cur - target) < abs(dense - target) * 0.5
+    assert r["temperature"] > 0 and any(h["align"] > 0 for h in r["history"])
+    m = madtp_deploy.load(tmp_path / "c" / "madtp.pt")
+    assert m.temperature == pytest.approx(r["temperature"])
+
+
+def test_interrupted_training_keeps_the_last_complete_checkpoint(scenes_dir, tmp_path, monkeypatch):
+    out = tmp_path / "i"
+    cfg = TrainConfig(str(scenes_dir), str(out), init="clip-tiny-test", epochs=1, batch_size=32)
+    trainer.train(cfg, log=lambda *_: None)
+    good = (out / "madtp.pt").read_bytes()
+    real_save = torch.save
+
+    def dying_save(obj, path, *a, **k):
+        real_save(obj, path, *a, **k)
+        raise KeyboardInterrupt  # killed right after writing the temporary file
+
+    monkeypatch.setattr(trainer.torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(TrainConfig(str(scenes_dir), str(out), init="clip-tiny-test", epochs=2, batch_size=32,
+                                  resume=True), log=lambda *_: None)
+    monkeypatch.setattr(trainer.torch, "save", real_save)
+    assert (out / "madtp.pt").read_bytes() == good
+    assert madtp_deploy.load(out / "madtp.pt") is not None
+    # and resuming completes the run from the last complete epoch
+    trainer.train(TrainConfig(str(scenes_dir), str(out), init="clip-tiny-test", epochs=2, batch_size=32,
+                              resume=True), log=lambda *_: None)
+    assert torch.load(out / "madtp.pt", weights_only=True)["epoch"] == 1
