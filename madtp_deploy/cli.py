@@ -182,6 +182,46 @@ def eval_(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
         tmp.replace(json_out)
 
 
+@app.command()
+def bench(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
+          onnx: Optional[Path] = typer.Option(None, "--onnx", help="an exported pruned image .onnx to time"),
+          batch_sizes: str = typer.Option("1,8,32", "--batch-sizes"),
+          backend: Optional[str] = typer.Option(None, "--backend", help="comma list; default: all available"),
+          mode: str = typer.Option("reference", "--mode"),
+          temperature: Optional[float] = typer.Option(None, "--temperature"),
+          data: Optional[Path] = typer.Option(None, "--data", help="dataset folder (default: generated scenes)"),
+          warmup_s: float = typer.Option(1.0, "--warmup-s"), min_runs: int = typer.Option(10, "--min-runs"),
+          json_out: Optional[Path] = typer.Option(None, "--json"),
+          markdown_out: Optional[Path] = typer.Option(None, "--markdown"),
+          plot_out: Optional[Path] = typer.Option(None, "--plot")) -> None:
+    """Latency, throughput, per-instance GFLOPs and memory: dense vs pruned, backend vs backend."""
+    import json
+
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from .bench import report as rep
+    from .bench.runner import BenchConfig, parse_backends, parse_batch_sizes, run_bench
+
+    cfg = BenchConfig(model=model, onnx=str(onnx) if onnx else None, batch_sizes=parse_batch_sizes(batch_sizes),
+                      backends=parse_backends(backend), mode=mode, temperature=temperature,
+                      data=str(data) if data else None, warmup_s=warmup_s, min_runs=min_runs)
+    with Progress(TextColumn("{task.description}"), BarColumn(), console=console, transient=True) as progress:
+        r = run_bench(cfg, log=console.print, progress=progress)
+    rep.validate_report(r)
+    console.print(rep.rich_table(r))
+    for c in r["comparisons"]:
+        console.print(f"{c['backend']:>14} batch {c['batch']:>3}: pruned speedup {c['speedup']:.2f}x at "
+                      f"{c['gflops_ratio']:.2f}x fewer GFLOPs ({c['speedup_over_gflops_ratio']:.2f} of the ratio)")
+    for name, why in r["unavailable_backends"].items():
+        console.print(f"not run: {name}: {why}", markup=False)
+    if json_out:
+        rep.write_atomic(json_out, json.dumps(r, indent=2))
+    if markdown_out:
+        rep.write_atomic(markdown_out, rep.markdown(r))
+    if plot_out:
+        rep.plot(r, plot_out)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

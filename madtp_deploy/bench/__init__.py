@@ -1,0 +1,1 @@
+"""Benchmarks: latency, throughput, per-instance GFLOPs, memory; dense against pruned, side by side."""
