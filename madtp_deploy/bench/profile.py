@@ -23,7 +23,7 @@ def _category(trace: str) -> str:
         return "dtp"
     if "pruning/mag.py" in trace or "q_map" in trace or "token_attention_map(" in trace:
         return "mag"
-    if "_bias" in trace:
+    if "self._bias(" in trace:
         return "masking"
     return "model"
 
@@ -43,6 +43,7 @@ def machinery_share(path: Path, feeds: list[dict], runs: int = 20) -> dict:
     cats = node_categories(path)
     opts = ort.SessionOptions()
     opts.enable_profiling = True
+    opts.log_severity_level = 3
     # keep node names: fusions would merge machinery and model nodes and blur the attribution
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     d = tempfile.mkdtemp(prefix="ortprof-")

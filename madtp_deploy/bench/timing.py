@@ -29,8 +29,9 @@ def peak_rss_mb() -> float | None:
 def time_runs(fn, batches: list, warmup_s: float, min_runs: int, min_time_s: float = 0.0):
     """Call fn(batch) rotating over `batches`: warm up for warmup_s, then time >= min_runs calls
     (and >= min_time_s). Returns (latencies in seconds, outputs of the timed calls)."""
+    for b in batches:  # every batch once (compilers see every shape before timing), then by time
+        fn(b)
     i, t_end = 0, time.perf_counter() + warmup_s
-    fn(batches[0])
     while time.perf_counter() < t_end:
         fn(batches[i % len(batches)])
         i += 1

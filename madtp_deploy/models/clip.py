@@ -116,7 +116,8 @@ class Tower(nn.Module):
                 if want_align:
                     f = pruning.pooled_features(q, attn_map, valid[:, 1:])
                     align = f if align is None else align + f
-            h, attn, head_out = block.attn(block.ln_1(x), self._bias(valid))
+            bias = self._bias(valid)
+            h, attn, head_out = block.attn(block.ln_1(x), bias)
             x = x + h
             if prune:
                 tis, theta = score_fn(attn=attn, head_out=head_out, attn_map=attn_map, valid=valid[:, 1:],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import json
 import os
 import shutil
@@ -66,6 +67,7 @@ def _export_one(module: torch.nn.Module, args: tuple, io: onnx_io.EncoderIO, pat
     dims = {"batch": torch.export.Dim("batch", min=1, max=max_batch),
             "seq": torch.export.Dim("seq", min=3, max=context_length)}
     dyn = {t.name: {i: dims[a] for i, a in enumerate(t.axes) if isinstance(a, str)} for t in io.inputs}
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" noise
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prog = torch.onnx.export(module, args, dynamic_shapes=dyn, input_names=[t.name for t in io.inputs],

@@ -25,6 +25,7 @@ class OrtSession:
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # constant folding warns about CastLike nodes it cannot fold
         if threads:
             opts.intra_op_num_threads = threads
         self.backend = "ort-cuda" if "CUDAExecutionProvider" in providers else "ort"
