@@ -93,6 +93,30 @@ def main() -> None:
     record = {"data": args.data, "runs": rows, "ablations": abl, "ablation_weights": runs[args.ablate]}
     (out / "results.json").write_text(json.dumps(record, indent=2))
     _plot(record, out / "results.png")
+    _markdown(record, out / "RESULTS.md")
+
+
+def _markdown(record, path):
+    """Regenerate the measured tables between the markers of docs/RESULTS.md."""
+    lines = ["| run | T | txt R@1 | txt R@5 | img R@1 | img R@5 | GFLOPs/pair (per instance) | removed | "
+             "reference mode, batch 64: GFLOPs/pair | kept image tokens per layer |", "|" + "---|" * 10]
+    for r in record["runs"]:
+        i, ref = r["invariant"], r["reference_b64"]
+        lines.append(f"| {r['run']} | {r['temperature']:.2f} | {i['txt_r1']:.1f} | {i['txt_r5']:.1f} | "
+                     f"{i['img_r1']:.1f} | {i['img_r5']:.1f} | {i['gflops_per_pair']:.4f} | "
+                     f"{100 * i['gflops_reduction']:.1f}% | {ref['gflops_per_pair']:.4f} | "
+                     f"{', '.join(f'{v:.1f}' for v in i['kept_image_per_layer'])} |")
+    lines += ["", f"Ablations at equal GFLOPs on `{record['ablation_weights']}` (post-hoc, same weights):", "",
+              "| policy | knob | GFLOPs/pair | txt R@1 | img R@1 | txt R@5 | img R@5 |", "|---|---|---|---|---|---|---|"]
+    for a in record["ablations"]:
+        r = a["result"]
+        lines.append(f"| {a['policy']} | {a['knob']:.4g} | {r['gflops_per_pair']:.4f} | {r['txt_r1']:.1f} | "
+                     f"{r['img_r1']:.1f} | {r['txt_r5']:.1f} | {r['img_r5']:.1f} |")
+    text = path.read_text()
+    start, end = "<!-- study:begin -->", "<!-- study:end -->"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    path.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + tail)
 
 
 def _plot(record, path):

@@ -57,7 +57,7 @@ def info(model: str = typer.Argument("shipped", help=MODEL_HELP)) -> None:
     table.add_row("image GFLOPs (2/MAC, dense)", f"{img.gflops.item():.4f}")
     table.add_row("image GMACs (reference 'GFLOPs', dense)", f"{img.gmacs.item():.4f}")
     table.add_row(f"text GFLOPs (2/MAC, dense, {s.context_length} tokens)", f"{txt.gflops.item():.4f}")
-    table.add_row(f"text GMACs (reference 'GFLOPs', dense)", f"{txt.gmacs.item():.4f}")
+    table.add_row("text GMACs (reference 'GFLOPs', dense)", f"{txt.gmacs.item():.4f}")
     console.print(table)
 
 

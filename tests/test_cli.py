@@ -27,3 +27,15 @@ def test_corrupted_checkpoint_is_one_line_exit_2(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     r = run("info", str(tmp_path / "bad.pt"))
     assert r.returncode == 2 and str(tmp_path / "bad.pt") in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_key_names_file_and_key(tmp_path):
+    import torch
+
+    import madtp_deploy
+    sd = dict(madtp_deploy.load("clip-tiny-test").state_dict())
+    sd.pop("ln_final.bias")
+    torch.save({"model": sd, "temperature": 1.0}, tmp_path / "m.pt")
+    r = run("info", str(tmp_path / "m.pt"))
+    assert r.returncode == 2 and "ln_final.bias" in r.stderr and "m.pt" in r.stderr
+    assert r.stderr.count("\n") == 1

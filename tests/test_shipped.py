@@ -1,7 +1,6 @@
 """The shipped model: small, loads, and `eval` reproduces the metrics recorded beside it."""
 
 import json
-from pathlib import Path
 
 import pytest
 

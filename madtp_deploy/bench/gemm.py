@@ -7,20 +7,23 @@ import time
 import numpy as np
 
 
-def torch_gemm_gflops(n: int = 1024, seconds: float = 1.0) -> float:
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
+def _rate(fn, n: int, seconds: float) -> float:
+    fn()
     runs, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        torch.mm(a, b)
+        fn()
         runs += 1
     return 2 * n ** 3 * runs / (time.perf_counter() - t0) / 1e9
 
 
+def torch_gemm_gflops(n: int = 1024, seconds: float = 1.0) -> float:
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return _rate(lambda: torch.mm(a, b), n, seconds)
+
+
 def ort_gemm_gflops(n: int = 1024, seconds: float = 1.0) -> float:
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
@@ -31,9 +34,4 @@ def ort_gemm_gflops(n: int = 1024, seconds: float = 1.0) -> float:
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     feed = {"a": np.random.rand(n, n).astype(np.float32), "b": np.random.rand(n, n).astype(np.float32)}
-    s.run(None, feed)
-    runs, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        s.run(None, feed)
-        runs += 1
-    return 2 * n ** 3 * runs / (time.perf_counter() - t0) / 1e9
+    return _rate(lambda: s.run(None, feed), n, seconds)

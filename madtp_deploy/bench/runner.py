@@ -16,7 +16,7 @@ import torch
 from .. import flops
 from ..errors import RuntimeBackendError, UsageError
 from ..models.clip import MadtpCLIP
-from ..runtime.sessions import BACKENDS, available_backends
+from ..runtime.sessions import available_backends
 from . import gemm, profile, timing
 
 BENCH_BACKENDS = ("torch", "torch-compile", "ort", "ort-cuda", "trt")

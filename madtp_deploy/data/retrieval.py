@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import DataError
+from ..errors import DataError, read_json
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -51,12 +50,7 @@ def load_split(annotation: Path, image_root: Path | None = None) -> RetrievalSpl
     """Train files have one caption per entry; val/test files a list per image. Both are accepted."""
     annotation = Path(annotation)
     root = Path(image_root) if image_root else annotation.parent
-    try:
-        entries = json.loads(annotation.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{annotation}: annotation file not found; fix: check --data") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{annotation}: invalid JSON ({exc.msg}, line {exc.lineno}); fix: re-write the file") from None
+    entries = read_json(annotation, DataError, "annotation file not found", "check --data, re-write the file")
     if not isinstance(entries, list) or not entries:
         raise DataError(f"{annotation}: expected a non-empty JSON list of {{'image', 'caption'}} entries")
     images, index, captions, txt2img, img2txt = [], {}, [], [], []

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, read_json
 from .checkpoint import _read_safetensors, _read_torch, build_from_state_dict, spec_from_state_dict
 
 _BLOCK = {"self_attn.out_proj": "attn.out_proj", "layer_norm1": "ln_1", "layer_norm2": "ln_2",
@@ -76,12 +75,7 @@ def convert_hf_state_dict(hf: dict, path: Path) -> dict:
 
 def load_hf_directory(directory: Path, mode: str, temperature: float | None):
     cfg_path = directory / "config.json"
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{directory}: no config.json; fix: pass a directory written by save_pretrained") from None
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{cfg_path}: invalid JSON ({exc.msg}); fix: re-save the model") from None
+    cfg = read_json(cfg_path, CheckpointError, "no config.json", "pass a CLIPModel directory written by save_pretrained")
     if cfg.get("model_type") != "clip":
         raise CheckpointError(f"{cfg_path}: field 'model_type' is {cfg.get('model_type')!r}, expected 'clip'; "
                               f"fix: pass a Hugging Face CLIPModel directory")

@@ -6,13 +6,12 @@ warning with the artifact kept, and the report says which tolerance would have p
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import ValidationError
+from ..errors import ValidationError, read_json
 from ..models.clip import MadtpCLIP
 from . import io as onnx_io
 
@@ -100,12 +99,7 @@ def validate_file(onnx_path: Path, log=print) -> dict:
     if not onnx_path.is_file():
         raise VE(f"{onnx_path}: no such ONNX file; fix: run `madtp-deploy export` first")
     sidecar_path = onnx_path.with_suffix(".json")
-    try:
-        sidecar = json.loads(sidecar_path.read_text())
-    except FileNotFoundError:
-        raise VE(f"{sidecar_path}: sidecar missing; fix: export with `madtp-deploy export`, which writes it") from None
-    except json.JSONDecodeError as exc:
-        raise VE(f"{sidecar_path}: invalid JSON ({exc.msg}); fix: re-export") from None
+    sidecar = read_json(sidecar_path, VE, "sidecar missing", "re-export with `madtp-deploy export`, which writes it")
     try:
         m, enc = sidecar["model"], sidecar["encoder"]
         model = load(m["source"], mode=m["mode"], temperature=m["temperature"])

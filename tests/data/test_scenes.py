@@ -1,7 +1,6 @@
 import json
 import random
 
-import torch
 
 from madtp_deploy.data import scenes
 from madtp_deploy.data.dataset import load, tokenizer_for

@@ -89,3 +89,14 @@ def test_validate_command_rereads_the_sidecar(exported):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "validated" in r.stdout
+
+
+def test_tolerance_miss_is_a_loud_warning_that_keeps_the_artifact(exported):
+    from madtp_deploy.onnx.validate import validate_against_eager
+
+    m, out, _ = exported
+    lines = []
+    r = validate_against_eager(out / "tiny.image.onnx", m, "image", batch_sizes=(2,), atol=1e-12, log=lines.append)
+    assert not r["passed"] and r["atol_that_would_pass"] > 1e-12
+    assert "WARNING" in lines[-1] and "would have passed" in lines[-1]
+    assert (out / "tiny.image.onnx").exists()
