@@ -79,7 +79,8 @@ def bench_images(model: MadtpCLIP, data: str | None, n: int) -> torch.Tensor:
 def _export_cached(model: MadtpCLIP, cache: Path, label: str) -> Path:
     from ..onnx.export import export_model, weights_sha256
 
-    key = hashlib.sha256(f"{weights_sha256(model)}-{model.temperature}-{model.mode}".encode()).hexdigest()[:16]
+    code = b"".join(f.read_bytes() for f in sorted(Path(__file__).parents[1].glob("**/*.py")))  # stale-proof
+    key = hashlib.sha256(f"{weights_sha256(model)}-{model.temperature}-{model.mode}".encode() + code).hexdigest()[:16]
     path = cache / f"{label}-{key}.image.onnx"
     if not path.exists():
         export_model(model, cache, f"{label}-{key}", source="bench", validate=False, log=lambda *_: None)
