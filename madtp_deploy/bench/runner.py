@@ -166,34 +166,34 @@ def run_bench(cfg: BenchConfig, log=print, progress=None) -> dict:
     results, compile_notes = [], {}
     total = len(wanted) * len(cfg.batch_sizes) * 2
     task = progress.add_task("bench", total=total) if progress else None
+    models = {"dense": dense, "pruned": pruned}
     for backend in wanted:
-        for variant, model in (("dense", dense), ("pruned", pruned)):
+        runners = {}
+        for variant, model in models.items():
             try:
+                t0 = time.perf_counter()
                 if backend in ("torch", "torch-compile"):
-                    t0 = time.perf_counter()
-                    run = _torch_runner(model, compiled=backend == "torch-compile")
+                    runners[variant] = _torch_runner(model, compiled=backend == "torch-compile")
                     if backend == "torch-compile":
-                        run(images[:1])
+                        runners[variant](images[:1])
                         compile_notes[variant] = f"first call (compile) {time.perf_counter() - t0:.1f} s"
                 elif backend == "ort":
-                    run = _ort_runner(onnx_paths[variant])
+                    runners[variant] = _ort_runner(onnx_paths[variant])
                 else:
                     raise RuntimeBackendError(f"{backend}: no runner on this machine")
             except Exception as exc:  # noqa: BLE001 - record why a peer does not work, keep going
                 results.append({"backend": backend, "variant": variant, "error": f"{type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0][:200] if str(exc) else ''}"})
-                if progress:
-                    progress.update(task, advance=len(cfg.batch_sizes))
+        for b in cfg.batch_sizes:
+            batches = [images[(i * b + np.arange(b)) % len(images)] for i in range(max(1, min(8, len(images) // b)))]
+            try:
+                timed = timing.time_interleaved(runners, batches, cfg.warmup_s, cfg.min_runs, cfg.min_time_s)
+            except Exception as exc:  # noqa: BLE001
+                results += [{"backend": backend, "variant": v, "batch": b,
+                             "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"} for v in runners]
                 continue
-            for b in cfg.batch_sizes:
-                batches = [images[(i * b + np.arange(b)) % len(images)] for i in range(max(1, min(8, len(images) // b)))]
-                timing.reset_peak_rss()
-                try:
-                    lat, outs = timing.time_runs(run, batches, cfg.warmup_s, cfg.min_runs, cfg.min_time_s)
-                except Exception as exc:  # noqa: BLE001
-                    results.append({"backend": backend, "variant": variant, "batch": b,
-                                    "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"})
-                    continue
+            for variant, (lat, outs, peak) in timed.items():
+                model = models[variant]
                 kept = torch.from_numpy(np.concatenate(outs))
                 on = variant == "pruned"
                 per = flops.image_flops(model.spec, kept, on).gflops
@@ -208,11 +208,11 @@ def run_bench(cfg: BenchConfig, log=print, progress=None) -> dict:
                     "gflops_per_instance": {"mean": float(per.mean()), "min": float(per.min()), "max": float(per.max())},
                     "gflops_effective_per_instance": float(eff.mean()),
                     "kept_per_layer": [float(v) for v in kept.double().mean(0)],
-                    "peak_rss_mb": timing.peak_rss_mb(),
+                    "peak_rss_mb": peak,
                     "floor_ms": floor_ms, "over_floor": st["median_ms"] / floor_ms if floor_ms else None,
                 })
-                if progress:
-                    progress.update(task, advance=1, description=f"{backend} {variant} b{b}: {st['median_ms']:.2f} ms")
+            if progress:
+                progress.update(task, advance=2, description=f"{backend} b{b}")
     comparisons = []
     for backend in wanted:
         for b in cfg.batch_sizes:

@@ -26,23 +26,37 @@ def peak_rss_mb() -> float | None:
     return None
 
 
-def time_runs(fn, batches: list, warmup_s: float, min_runs: int, min_time_s: float = 0.0):
-    """Call fn(batch) rotating over `batches`: warm up for warmup_s, then time >= min_runs calls
-    (and >= min_time_s). Returns (latencies in seconds, outputs of the timed calls)."""
-    for b in batches:  # every batch once (compilers see every shape before timing), then by time
-        fn(b)
+def time_interleaved(fns: dict, batches: list, warmup_s: float, min_runs: int, min_time_s: float = 0.0):
+    """Time several variants side by side: each call of one variant is followed by the others on the
+    same batch (alternating who goes first), so drift in the machine's speed hits all of them alike.
+
+    First every variant runs every batch once on its own (compilers see every shape; its peak RSS
+    is read), then all warm up together for warmup_s, then >= min_runs rounds (and >= min_time_s).
+    Returns {name: (latencies in seconds, outputs, peak RSS MB)}.
+    """
+    peaks = {}
+    for name, fn in fns.items():
+        reset_peak_rss()
+        for b in batches:
+            fn(b)
+        peaks[name] = peak_rss_mb()
     i, t_end = 0, time.perf_counter() + warmup_s
     while time.perf_counter() < t_end:
-        fn(batches[i % len(batches)])
+        for fn in fns.values():
+            fn(batches[i % len(batches)])
         i += 1
-    lat, outs, started = [], [], time.perf_counter()
-    while len(lat) < min_runs or time.perf_counter() - started < min_time_s:
-        b = batches[len(lat) % len(batches)]
-        t0 = time.perf_counter()
-        out = fn(b)
-        lat.append(time.perf_counter() - t0)
-        outs.append(out)
-    return np.array(lat), outs
+    lat = {k: [] for k in fns}
+    outs = {k: [] for k in fns}
+    n, started = 0, time.perf_counter()
+    while n < min_runs or time.perf_counter() - started < min_time_s:
+        b = batches[n % len(batches)]
+        for k in (list(fns) if n % 2 == 0 else list(fns)[::-1]):
+            t0 = time.perf_counter()
+            out = fns[k](b)
+            lat[k].append(time.perf_counter() - t0)
+            outs[k].append(out)
+        n += 1
+    return {k: (np.array(lat[k]), outs[k], peaks[k]) for k in fns}
 
 
 def stats(lat: np.ndarray) -> dict:
