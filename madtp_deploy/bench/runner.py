@@ -105,7 +105,8 @@ def _torch_runner(model: MadtpCLIP, compiled: bool):
 def _ort_runner(path: Path):
     from ..runtime import open_session
 
-    s = open_session(path, backend="ort")
+    # two sessions take turns (dense, pruned): without this, the idle one's threads spin on the cores
+    s = open_session(path, backend="ort", spinning=False)
 
     def run(pixels):
         return s.run({"pixels": pixels.numpy()})["kept"]

@@ -20,7 +20,7 @@ class Session(Protocol):
 
 
 class OrtSession:
-    def __init__(self, path: Path, providers: list[str], threads: int | None = None):
+    def __init__(self, path: Path, providers: list[str], threads: int | None = None, spinning: bool = True):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -28,6 +28,8 @@ class OrtSession:
         opts.log_severity_level = 3  # constant folding warns about CastLike nodes it cannot fold
         if threads:
             opts.intra_op_num_threads = threads
+        if not spinning:  # idle pool threads otherwise spin and steal cores from another session
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.backend = "ort-cuda" if "CUDAExecutionProvider" in providers else "ort"
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         if providers[0] not in self.session.get_providers():  # ORT falls back silently: refuse instead
