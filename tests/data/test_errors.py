@@ -85,3 +85,20 @@ def test_cli_eval_bad_data_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "madtp_deploy.cli", "eval", "--model", "clip-tiny-test",
                         "--data", str(tmp_path / "absent")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "dataset folder not found" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_hf_tokenizer_from_a_local_directory(tmp_path):
+    import gzip
+
+    from madtp_deploy.data.tokenize import HFTokenizer
+    with gzip.open(tmp_path / "bpe.txt.gz", "wt") as f:
+        f.write("#version\nc a\nca t</w>\n")
+    (tmp_path / "tok").mkdir()
+    openai_bpe_tokenizer(tmp_path / "bpe.txt.gz", 8).tok.save_pretrained(tmp_path / "tok")
+    tok = HFTokenizer(tmp_path / "tok", context_length=8)
+    ids, mask = tok(["cat", "cat cat"])
+    assert ids.shape == (2, 8) and mask.sum(1).tolist() == [3, 4]
+    with pytest.raises(DataError, match="empty caption"):
+        tok(["cat", " "])
+    with pytest.raises(DataError, match="no usable tokenizer"):
+        HFTokenizer(tmp_path / "nope", 8)
