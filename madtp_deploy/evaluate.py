@@ -60,7 +60,7 @@ def evaluate(model: MadtpCLIP, split: RetrievalSplit, tokenizer, batch_size: int
     fi = flops.image_flops(model.spec, ikept, pruning)
     ft = flops.text_flops(model.spec, tin, tkept, pruning)
     # one "instance" = one image and one caption, as the reference's retrieval GFLOPs count both
-    per_pair = fi.gflops + ft.gflops[: len(fi.gflops)].mean()
+    per_pair = fi.gflops + ft.gflops.mean()  # each image plus the mean caption
     dense = (flops.image_flops(model.spec, flops.dense_image_kept(model.spec), False).gflops
              + flops.text_flops(model.spec, tin[:1], flops.dense_text_kept(model.spec, 1, int(tin[0])), False).gflops)
     return {
