@@ -56,15 +56,25 @@ def run(name: str, args: list[str]) -> dict:
     return json.loads(js.read_text())
 
 
+def _command(cfg: dict) -> str:
+    """The recorded BenchConfig as the command line that reproduces it."""
+    args = ["madtp-deploy bench", f"--model {Path(cfg['model']).name if '/' in cfg['model'] else cfg['model']}",
+            f"--batch-sizes {','.join(map(str, cfg['batch_sizes']))}", f"--mode {cfg['mode']}"]
+    if cfg.get("backends"):
+        args.append(f"--backend {','.join(cfg['backends'])}")
+    args += [f"--warmup-s {cfg['warmup_s']:g}", f"--min-runs {cfg['min_runs']}"]
+    return " ".join(args)
+
+
 def main() -> None:
     # torch.compile runs in its own process: inductor's worker threads slow onnxruntime down when
     # they share one (measured: ORT dense batch 8 took 11.6 ms beside it, 7.4 ms without).
     runs = {"shipped": ["--batch-sizes", "1,8,32", "--mode", "invariant", "--backend", "torch,ort"],
             "shipped-torch-compile": ["--batch-sizes", "1,8,32", "--mode", "invariant", "--backend",
                                       "torch,torch-compile"]}
-    if "--vit-only" in sys.argv:
+    if "--docs-only" in sys.argv:  # rewrite BENCHMARKS.md from the recorded JSON, run nothing
         runs = {}
-    if "--shipped-only" not in sys.argv:
+    if "--shipped-only" not in sys.argv and "--docs-only" not in sys.argv:
         ckpt = vitb_checkpoint(ROOT / "export" / ".bench" / "clip-vit-b16-p0.5.pt")
         runs["vit-b16-p0.5"] = ["--model", str(ckpt), "--batch-sizes", "1,8,32", "--mode", "invariant",
                                 "--backend", "torch,ort", "--warmup-s", "3", "--min-runs", "5"]
@@ -74,8 +84,8 @@ def main() -> None:
     for name in ("shipped", "shipped-torch-compile", "vit-b16-p0.5"):  # every recorded run, also those not re-run this time
         if (OUT / f"{name}.md").exists():
             md = (OUT / f"{name}.md").read_text()
-            cmd = json.loads((OUT / f"{name}.json").read_text())["config"]
-            sections.append(f"### {name}\n\n`{cmd}`\n\n{md}\n![{name}](bench/{name}.png)\n")
+            sections.append(f"### {name}\n\n`{_command(json.loads((OUT / f'{name}.json').read_text())['config'])}`"
+                            f"\n\n{md}\n![{name}](bench/{name}.png)\n")
     text = (ROOT / "docs" / "BENCHMARKS.md").read_text()
     start, end = "<!-- bench:begin -->", "<!-- bench:end -->"
     head, _, rest = text.partition(start)
