@@ -130,7 +130,8 @@ def train(data: Path = typer.Option(..., "--data", help="dataset folder (*_train
           lr: float = typer.Option(5e-4, "--lr"), weight_decay: float = typer.Option(0.2, "--wd"),
           mode: str = typer.Option("invariant", "--mode"), control_every: int = typer.Option(0, "--control-every"),
           max_steps: int = typer.Option(0, "--max-steps"), seed: int = typer.Option(0, "--seed"),
-          resume: bool = typer.Option(False, "--resume")) -> None:
+          resume: bool = typer.Option(False, "--resume"),
+          tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="HF tokenizer dir or BPE .txt.gz")) -> None:
     """Dense CLIP training, or MADTP compression to a GFLOPs target (--reduce P)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -139,8 +140,10 @@ def train(data: Path = typer.Option(..., "--data", help="dataset folder (*_train
 
     if not 0.0 <= reduce < 1.0:
         raise UsageError(f"--reduce {reduce}: must be in [0, 1); fix: e.g. --reduce 0.5")
-    cfg = TrainConfig(str(data), str(output), init, reduce, epochs, batch_size, lr, 0.0, weight_decay, 0.1, mode,
-                      control_every, max_steps, seed, resume)
+    cfg = TrainConfig(data=str(data), output=str(output), init=init, reduce=reduce, epochs=epochs,
+                      batch_size=batch_size, lr=lr, weight_decay=weight_decay, mode=mode,
+                      control_every=control_every, max_steps=max_steps, seed=seed, resume=resume,
+                      tokenizer=str(tokenizer) if tokenizer else None)
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console,
                   disable=not console.is_terminal) as progress:
         r = run(cfg, log=console.print, progress=progress)

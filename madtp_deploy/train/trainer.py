@@ -43,6 +43,7 @@ class TrainConfig:
     max_steps: int = 0             # stop early (tests); 0 = no limit
     seed: int = 0
     resume: bool = False
+    tokenizer: str | None = None   # HF tokenizer directory or OpenAI BPE file; default: the dataset's vocab
 
 
 def _save_atomic(obj, path: Path) -> None:
@@ -98,8 +99,8 @@ def train(cfg: TrainConfig, log=print, progress=None) -> dict:
     except OSError as exc:
         raise MadtpError(f"{out}: cannot create the output folder ({exc.strerror}); fix: pass --output DIR") from None
     model = load(cfg.init, mode=cfg.mode)
-    tok = dataset.tokenizer_for(Path(cfg.data), model.spec)
     tr, va = dataset.load(Path(cfg.data), "train"), dataset.load(Path(cfg.data), "val")
+    tok = dataset.tokenizer_for(Path(cfg.data), model.spec, Path(cfg.tokenizer) if cfg.tokenizer else None)
     log(f"train: {len(tr.images)} images / {len(tr.captions)} captions; val: {len(va.images)} images")
     pixels = tr.pixels(model.spec.image_size)
     ids, mask = tok(tr.captions, where=str(tr.annotation))

@@ -58,3 +58,11 @@ def test_interrupted_training_keeps_the_last_complete_checkpoint(scenes_dir, tmp
     trainer.train(TrainConfig(str(scenes_dir), str(out), init="clip-tiny-test", epochs=2, batch_size=32,
                               resume=True), log=lambda *_: None)
     assert torch.load(out / "madtp.pt", weights_only=True)["epoch"] == 1
+
+
+def test_cli_bad_dataset_is_one_line(tmp_path):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "madtp_deploy.cli", "train", "--data", str(tmp_path / "nope"),
+                        "--output", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "dataset folder not found" in r.stderr and r.stderr.count("\n") == 1
