@@ -165,6 +165,7 @@ def eval_(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
     from . import load
     from .data import dataset
     from .evaluate import evaluate
+    from .files import write_text_atomic
 
     m = load(model, mode=mode, temperature=temperature)
     s = dataset.load(data, split)
@@ -180,9 +181,7 @@ def eval_(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
     console.print(table)
     console.print(f"kept image tokens per layer: {[round(v, 1) for v in r['kept_image_per_layer']]}")
     if json_out:
-        tmp = json_out.with_name(f".{json_out.name}.tmp")
-        tmp.write_text(json.dumps(r, indent=2))
-        tmp.replace(json_out)
+        write_text_atomic(json_out, json.dumps(r, indent=2))
 
 
 @app.command()
@@ -203,6 +202,7 @@ def bench(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
     from rich.progress import BarColumn, Progress, TextColumn
 
     from .bench import report as rep
+    from .files import write_text_atomic
     from .bench.runner import BenchConfig, parse_backends, parse_batch_sizes, run_bench
 
     cfg = BenchConfig(model=model, onnx=str(onnx) if onnx else None, batch_sizes=parse_batch_sizes(batch_sizes),
@@ -218,9 +218,9 @@ def bench(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
     for name, why in r["unavailable_backends"].items():
         console.print(f"not run: {name}: {why}", markup=False)
     if json_out:
-        rep.write_atomic(json_out, json.dumps(r, indent=2))
+        write_text_atomic(json_out, json.dumps(r, indent=2))
     if markdown_out:
-        rep.write_atomic(markdown_out, rep.markdown(r))
+        write_text_atomic(markdown_out, rep.markdown(r))
     if plot_out:
         rep.plot(r, plot_out)
 

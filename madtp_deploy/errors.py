@@ -35,16 +35,3 @@ class RuntimeBackendError(MadtpError):
 class UsageError(MadtpError):
     """A command-line value that cannot be parsed (batch-size list, backend name, ...)."""
 
-
-def read_json(path, error: type[MadtpError], missing: str, fix: str):
-    """Parse a JSON file; a missing or malformed file is `error` naming the file and the fix."""
-    import json
-    from pathlib import Path
-
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise error(f"{path}: {missing}; fix: {fix}") from None
-    except json.JSONDecodeError as exc:
-        raise error(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno}); fix: {fix}") from None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..files import atomic
+
 SCHEMA = Path(__file__).with_name("schema.json")
 
 
@@ -75,13 +77,6 @@ def plot(report: dict, path: Path) -> None:
     b.set(xscale="log", xlabel="batch size", ylabel="GFLOPs per image (padded batch)", title="effective GFLOPs")
     a.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    tmp.replace(path)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

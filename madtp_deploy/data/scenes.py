@@ -9,13 +9,14 @@ generated path and the real-data path are one path.
 from __future__ import annotations
 
 import json
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from ..files import write_text_atomic
 
 KINDS = ("circle", "square", "triangle", "diamond")
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 80, 230), "yellow": (235, 215, 40),
@@ -122,8 +123,6 @@ def generate(root: Path, n_train: int = 4000, n_val: int = 300, n_test: int = 50
                 caps = captions_for(shapes, rng, captions_per_test_image)
                 entries.append({"image": rel, "caption": caps,
                                 "hard_negatives": [hard_negative(c, rng) for c in caps]})
-        tmp = root / f".scenes_{split}.json.tmp"
-        tmp.write_text(json.dumps(entries, indent=1))
-        os.replace(tmp, root / f"scenes_{split}.json")
+        write_text_atomic(root / f"scenes_{split}.json", json.dumps(entries, indent=1))
     (root / "vocab.json").write_text(json.dumps({"words": WORDS}))
     return root

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError, read_json
+from ..errors import CheckpointError
+from ..files import read_json
 from .checkpoint import _read_safetensors, _read_torch, build_from_state_dict, spec_from_state_dict
 
 _BLOCK = {"self_attn.out_proj": "attn.out_proj", "layer_norm1": "ln_1", "layer_norm2": "ln_2",

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ValidationError, read_json
+from ..errors import ValidationError
+from ..files import read_json
 from ..models.clip import MadtpCLIP
 from . import io as onnx_io
 

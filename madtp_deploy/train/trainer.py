@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from .. import flops, pruning
 from ..data import dataset
 from ..errors import MadtpError
+from ..files import atomic, write_text_atomic
 from ..models.clip import MadtpCLIP
 from . import control
 
@@ -47,9 +47,8 @@ class TrainConfig:
 
 
 def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _write_model(model: MadtpCLIP, out: Path, epoch: int, meta: dict) -> None:
@@ -58,13 +57,10 @@ def _write_model(model: MadtpCLIP, out: Path, epoch: int, meta: dict) -> None:
     sd = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     _save_atomic({"model": sd, "epoch": epoch, "temperature": model.temperature, "spec": model.spec.to_dict()},
                  out / "madtp.pt")
-    tmp = out / ".model.safetensors.tmp"
-    save_file(sd, str(tmp))
-    os.replace(tmp, out / "model.safetensors")
-    tmpj = out / ".model.json.tmp"
-    tmpj.write_text(json.dumps({"spec": model.spec.to_dict(), "temperature": model.temperature, "epoch": epoch,
-                                **meta}, indent=2))
-    os.replace(tmpj, out / "model.json")
+    with atomic(out / "model.safetensors") as tmp:
+        save_file(sd, str(tmp))
+    write_text_atomic(out / "model.json", json.dumps({"spec": model.spec.to_dict(), "temperature": model.temperature,
+                                                      "epoch": epoch, **meta}, indent=2))
 
 
 @torch.no_grad()

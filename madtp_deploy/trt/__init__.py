@@ -12,6 +12,7 @@ from pathlib import Path
 def build_engine(onnx_path: Path, engine_path: Path, *, min_batch: int = 1, opt_batch: int = 8,
                  max_batch: int = 32, input_shape: tuple[int, ...] | None = None, input_name: str = "pixels"):
     """ONNX -> serialized engine with one optimization profile over the batch dimension."""
+    from ..files import atomic
     from polygraphy.backend.trt import (CreateConfig, Profile, engine_from_network, network_from_onnx_path,
                                         save_engine)
 
@@ -19,9 +20,8 @@ def build_engine(onnx_path: Path, engine_path: Path, *, min_batch: int = 1, opt_
     profile = Profile().add(input_name, (min_batch, *rest), (opt_batch, *rest), (max_batch, *rest))
     network = network_from_onnx_path(str(onnx_path), strongly_typed=True)
     engine = engine_from_network(network, config=CreateConfig(profiles=[profile]))
-    tmp = Path(str(engine_path) + ".tmp")
-    save_engine(engine, str(tmp))
-    tmp.replace(engine_path)
+    with atomic(engine_path) as tmp:
+        save_engine(engine, str(tmp))
     return engine_path
 
 
