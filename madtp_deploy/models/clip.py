@@ -109,6 +109,7 @@ class Tower(nn.Module):
                 score_fn=None):
         kept, align = [], None
         prune = temperature > 0
+        bias = self._bias(valid)  # rebuilt only when pruning changes the tokens
         for block in self.resblocks:
             if prune:
                 q = block.query_model.q_map(x[:, 1:])
@@ -116,7 +117,6 @@ class Tower(nn.Module):
                 if want_align:
                     f = pruning.pooled_features(q, attn_map, valid[:, 1:])
                     align = f if align is None else align + f
-            bias = self._bias(valid)
             h, attn, head_out = block.attn(block.ln_1(x), bias)
             x = x + h
             if prune:
@@ -125,6 +125,7 @@ class Tower(nn.Module):
                 r = pruning.prune_step(x, valid, attn, head_out, attn_map, temperature, min_keep, mode,
                                        track, tis, theta)
                 x, valid, track = r.x, r.valid, r.track
+                bias = self._bias(valid)
                 kept.append(r.kept)
             else:
                 kept.append(valid.sum(1))

@@ -16,7 +16,7 @@ NEG = torch.finfo(torch.float32).min
 
 def self_attention_score(attn: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """SA[b,n] = Σ_i max_h attn[b,h,i,n] over non-CLS query rows i; normalised over n."""
-    per_row = attn[:, :, 1:, 1:].amax(dim=1)  # [B, N(query), N(key)]
+    per_row = attn.amax(dim=1)[:, 1:, 1:]  # [B, N(query), N(key)]; reduce heads before slicing
     sa = (per_row * valid[:, :, None].to(per_row.dtype)).sum(dim=1)
     sa = sa * valid.to(sa.dtype)
     return sa / (sa.sum(dim=1, keepdim=True) + EPS)
@@ -33,7 +33,7 @@ def cls_attention_score(attn: torch.Tensor, head_out: torch.Tensor) -> torch.Ten
 
     Zero for a causal tower (row 0 sees only itself). Padding keys have attn 0, so no mask is needed.
     """
-    norms = head_out[:, :, 1:, :].norm(dim=-1)  # [B, H, N]
+    norms = head_out.norm(dim=-1)[:, :, 1:]  # [B, H, N]
     w = norms / (norms.sum(dim=1, keepdim=True) + EPS)
     return (attn[:, :, 0, 1:] * w).sum(dim=1)
 

@@ -41,7 +41,7 @@ def prune_step(x: torch.Tensor, valid: torch.Tensor, attn: torch.Tensor, head_ou
     force = track[:, 1:] if track is not None else None
     keep = dtp.keep_mask(tis, k_eff, tv, force)
 
-    # The only host sync: the batch's slot count. Under torch.export it becomes an unbacked symbol,
+    # Host sync 1 of 2: the batch's slot count. Under torch.export it becomes an unbacked symbol,
     # so the exported graph computes it at run time (TopK with a run-time K).
     slots = k_eff.max().item()
     torch._check(slots >= 1)
@@ -50,7 +50,7 @@ def prune_step(x: torch.Tensor, valid: torch.Tensor, attn: torch.Tensor, head_ou
     gathered = dtp.gather_tokens(tokens, order)
     slot_valid = torch.arange(slots, device=x.device)[None, :] < k_eff[:, None]
 
-    # The package slot exists only when some instance pruned: a second run-time size, no branch.
+    # Host sync 2 of 2: the package slot exists only when some instance pruned (a run-time size, no branch).
     n_pkg = pruned.long().max().item()
     torch._check(n_pkg >= 0)
     torch._check(n_pkg <= 1)
