@@ -74,19 +74,11 @@ def main() -> None:
     madtp = _eval(m, split, tok, pixels)
     target = madtp["gflops_per_pair"]
     abl.append({"policy": "MADTP (TIS = SA+TA+CA, alignment threshold)", "knob": m.temperature, "result": madtp})
-    t = m.temperature
-    for name, make, lo, hi, fewer, logs in (
+    for name, make, lo, hi, fewer, log_space in (
             ("CA only, fixed threshold (no alignment guidance)", ablations.ca_fixed, 0.0, 8.0, True, False),
-            ("SA only (alignment threshold kept)", lambda k: ablations.sa_only(), None, None, None, None),
+            ("SA only (alignment threshold kept)", ablations.sa_only, 0.05, 100.0, True, True),
             ("random keep", ablations.random_keep, 0.0, 1.0, False, False)):
-        if lo is None:  # SA-only: the knob is the model temperature
-            def make_t(temp, _m=m):
-                _m.temperature = temp
-                return ablations.sa_only()
-            knob, r = _match(m, split, tok, pixels, make_t, 0.05, 100.0, target, True, log_space=True)
-            m.temperature = t
-        else:
-            knob, r = _match(m, split, tok, pixels, make, lo, hi, target, fewer)
+        knob, r = _match(m, split, tok, pixels, make, lo, hi, target, fewer, log_space)
         abl.append({"policy": name, "knob": knob, "result": r})
         print(f"{name}: knob {knob:.4f} GFLOPs/pair {r['gflops_per_pair']:.4f} txt_r1 {r['txt_r1']:.1f} "
               f"img_r1 {r['img_r1']:.1f}")

@@ -11,14 +11,19 @@ from .models.clip import MadtpCLIP
 
 @torch.no_grad()
 def embed(model: MadtpCLIP, split: RetrievalSplit, tokenizer, batch_size: int = 64, pixels=None):
-    s = model.spec
-    pixels = split.pixels(s.image_size) if pixels is None else pixels
+    pixels = split.pixels(model.spec.image_size) if pixels is None else pixels
+    ids, mask = tokenizer(split.captions, where=str(split.annotation))
+    return encode_all(model, pixels, ids, mask, batch_size)
+
+
+@torch.no_grad()
+def encode_all(model: MadtpCLIP, pixels, ids, mask, batch_size: int = 64):
+    """(image embeds, image kept, text embeds, text kept, text tokens in), in batches."""
     img, ikept, txt, tkept, tin = [], [], [], [], []
     for i in range(0, len(pixels), batch_size):
         e = model.encode_image(pixels[i:i + batch_size])
         img.append(e.embeds)
         ikept.append(e.kept)
-    ids, mask = tokenizer(split.captions, where=str(split.annotation))
     for i in range(0, len(ids), batch_size):
         e = model.encode_text(ids[i:i + batch_size], mask[i:i + batch_size])
         txt.append(e.embeds)
@@ -59,8 +64,7 @@ def evaluate(model: MadtpCLIP, split: RetrievalSplit, tokenizer, batch_size: int
     pruning = model.temperature > 0
     fi = flops.image_flops(model.spec, ikept, pruning)
     ft = flops.text_flops(model.spec, tin, tkept, pruning)
-    # one "instance" = one image and one caption, as the reference's retrieval GFLOPs count both
-    per_pair = fi.gflops + ft.gflops.mean()  # each image plus the mean caption
+    per_pair = flops.pair_gflops(fi, ft)
     dense = (flops.image_flops(model.spec, flops.dense_image_kept(model.spec), False).gflops
              + flops.text_flops(model.spec, tin[:1], flops.dense_text_kept(model.spec, 1, int(tin[0])), False).gflops)
     return {

@@ -67,6 +67,12 @@ def text_flops(spec: ClipSpec, tokens_in: torch.Tensor, kept: torch.Tensor, prun
     return Flops(layers.sum(1) + spec.text_width * spec.embed_dim, layers)
 
 
+def pair_gflops(image: Flops, text: Flops) -> torch.Tensor:
+    """Per image: its GFLOPs plus the mean caption's. One retrieval "instance" is an image and a
+    caption, as the reference's retrieval GFLOPs count both towers."""
+    return image.gflops + text.gflops.mean()
+
+
 def dense_image_kept(spec: ClipSpec, batch: int = 1) -> torch.Tensor:
     return torch.full((batch, spec.vision_layers), spec.vision_tokens, dtype=torch.long)
 

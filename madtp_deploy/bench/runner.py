@@ -15,6 +15,7 @@ import torch
 
 from .. import flops
 from ..errors import RuntimeBackendError, UsageError
+from ..files import read_json
 from ..models.clip import MadtpCLIP
 from ..runtime.sessions import available_backends
 from . import gemm, profile, timing
@@ -76,14 +77,16 @@ def bench_images(model: MadtpCLIP, data: str | None, n: int) -> torch.Tensor:
     return split.pixels(model.spec.image_size, range(min(n, len(split.images))))
 
 
-def _export_cached(model: MadtpCLIP, cache: Path, label: str) -> Path:
-    from ..onnx.export import export_model, weights_sha256
+def _export_cached(model: MadtpCLIP, cache: Path, label: str, weights_hash: str) -> Path:
+    """The image encoder's ONNX (the only one the bench times), keyed on weights, settings and code."""
+    from ..onnx.export import export_model
 
     code = b"".join(f.read_bytes() for f in sorted(Path(__file__).parents[1].glob("**/*.py")))  # stale-proof
-    key = hashlib.sha256(f"{weights_sha256(model)}-{model.temperature}-{model.mode}".encode() + code).hexdigest()[:16]
+    key = hashlib.sha256(f"{weights_hash}-{model.temperature}-{model.mode}".encode() + code).hexdigest()[:16]
     path = cache / f"{label}-{key}.image.onnx"
     if not path.exists():
-        export_model(model, cache, f"{label}-{key}", source="bench", validate=False, log=lambda *_: None)
+        export_model(model, cache, f"{label}-{key}", source="bench", validate=False, log=lambda *_: None,
+                     encoders=("image",), weights_hash=weights_hash)
     return path
 
 
@@ -142,16 +145,22 @@ def run_bench(cfg: BenchConfig, log=print, progress=None) -> dict:
         for b in cfg.backends:
             if reasons.get(b):
                 raise RuntimeBackendError(f"--backend {b}: unavailable: {reasons[b]}")
-    if cfg.onnx and not Path(cfg.onnx).is_file():
-        raise RuntimeBackendError(f"{cfg.onnx}: no such ONNX file; fix: run `madtp-deploy export` first")
+    source, mode, temperature = cfg.model, cfg.mode, cfg.temperature
+    if cfg.onnx:  # the eager and dense variants come from the model the ONNX was exported from
+        if not Path(cfg.onnx).is_file():
+            raise RuntimeBackendError(f"{cfg.onnx}: no such ONNX file; fix: run `madtp-deploy export` first")
+        side = read_json(Path(cfg.onnx).with_suffix(".json"), RuntimeBackendError, "sidecar missing",
+                         "export with `madtp-deploy export`, which writes it")["model"]
+        source, mode, temperature = side["source"], side["mode"], side["temperature"]
 
-    pruned = load(cfg.model, mode=cfg.mode, temperature=cfg.temperature)
+    pruned = load(source, mode=mode, temperature=temperature)
     if pruned.temperature <= 0:
-        raise UsageError(f"{cfg.model}: temperature is 0 (a dense model): nothing to compare; fix: pass "
+        raise UsageError(f"{source}: temperature is 0 (a dense model): nothing to compare; fix: pass "
                          f"--temperature T or a MADTP checkpoint")
-    dense = load(cfg.model, mode=cfg.mode, temperature=0.0)
+    dense = load(source, mode=mode, temperature=0.0)
+    weights_hash = weights_sha256(pruned)  # dense has the same weights
     images = bench_images(pruned, cfg.data, cfg.pool)
-    log(f"bench {pruned.spec.name}: T {pruned.temperature:g}, mode {cfg.mode}, {len(images)} real images, "
+    log(f"bench {pruned.spec.name}: T {pruned.temperature:g}, mode {mode}, {len(images)} real images, "
         f"backends {', '.join(wanted)}" + (f"; unavailable: {', '.join(unavailable)}" if unavailable else ""))
 
     rates = {"torch": gemm.torch_gemm_gflops()}
@@ -161,8 +170,8 @@ def run_bench(cfg: BenchConfig, log=print, progress=None) -> dict:
     cache.mkdir(parents=True, exist_ok=True)
     onnx_paths = {}
     if "ort" in wanted:
-        onnx_paths["pruned"] = Path(cfg.onnx) if cfg.onnx else _export_cached(pruned, cache, "pruned")
-        onnx_paths["dense"] = _export_cached(dense, cache, "dense")
+        onnx_paths["pruned"] = Path(cfg.onnx) if cfg.onnx else _export_cached(pruned, cache, "pruned", weights_hash)
+        onnx_paths["dense"] = _export_cached(dense, cache, "dense", weights_hash)
 
     results, compile_notes = [], {}
     total = len(wanted) * len(cfg.batch_sizes) * 2
@@ -230,8 +239,8 @@ def run_bench(cfg: BenchConfig, log=print, progress=None) -> dict:
         "schema": "madtp-deploy/bench/1",
         "config": asdict(cfg),
         "machine": machine_info(),
-        "model": {"source": cfg.model, "spec": pruned.spec.to_dict(), "temperature": pruned.temperature,
-                  "mode": cfg.mode, "weights_sha256": weights_sha256(pruned)},
+        "model": {"source": source, "spec": pruned.spec.to_dict(), "temperature": pruned.temperature,
+                  "mode": mode, "weights_sha256": weights_hash},
         "encoder": "image",
         "gemm_gflops": rates,
         "unavailable_backends": unavailable,

@@ -81,8 +81,9 @@ def _export_one(module: torch.nn.Module, args: tuple, io: onnx_io.EncoderIO, pat
 
 
 def export_model(model: MadtpCLIP, out_dir: Path, name: str, *, source: str, opset: int = 20,
-                 max_batch: int = 64, validate: bool = True, batch_sizes=(1, 8, 32), log=print) -> list[Path]:
-    """Write <name>.image.onnx and <name>.text.onnx with JSON sidecars. Nothing half-written."""
+                 max_batch: int = 64, validate: bool = True, batch_sizes=(1, 8, 32), log=print,
+                 encoders=("image", "text"), weights_hash: str | None = None) -> list[Path]:
+    """Write <name>.<encoder>.onnx with a JSON sidecar for each encoder. Nothing half-written."""
     from . import validate as val
 
     check_opset(opset)
@@ -90,7 +91,7 @@ def export_model(model: MadtpCLIP, out_dir: Path, name: str, *, source: str, ops
     check_output_dir(out_dir)
     model = model.eval()
     common = {"model": {"source": source, "spec": model.spec.to_dict(), "temperature": model.temperature,
-                        "mode": model.mode, "weights_sha256": weights_sha256(model)},
+                        "mode": model.mode, "weights_sha256": weights_hash or weights_sha256(model)},
               "opset": opset, "exporter": "torch.onnx.export(dynamo=True)", "versions": versions(),
               "max_batch": max_batch}
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
@@ -99,6 +100,8 @@ def export_model(model: MadtpCLIP, out_dir: Path, name: str, *, source: str, ops
         jobs = [("image", onnx_io.ImageEncoder(model), (onnx_io.sample_images(model, 2),), onnx_io.image_io(model)),
                 ("text", onnx_io.TextEncoder(model), onnx_io.sample_text(model, 2), onnx_io.text_io(model))]
         for encoder, module, args, io in jobs:
+            if encoder not in encoders:
+                continue
             path = staging / f"{name}.{encoder}.onnx"
             log(f"exporting {encoder} encoder -> {out_dir / path.name}")
             try:

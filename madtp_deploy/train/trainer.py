@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from .. import flops, pruning
 from ..data import dataset
 from ..errors import MadtpError
+from ..evaluate import encode_all
 from ..files import atomic, write_text_atomic
 from ..models.clip import MadtpCLIP
 from . import control
@@ -63,17 +64,12 @@ def _write_model(model: MadtpCLIP, out: Path, epoch: int, meta: dict) -> None:
                                                       "epoch": epoch, **meta}, indent=2))
 
 
-@torch.no_grad()
 def measure_gflops(model: MadtpCLIP, pixels, ids, mask, batch_size: int = 64) -> float:
     """Mean per-instance GFLOPs of one image plus one caption (the retrieval 'pair')."""
-    pruning_on = model.temperature > 0
-    gi, gt = [], []
-    for i in range(0, len(pixels), batch_size):
-        e = model.encode_image(pixels[i:i + batch_size])
-        gi.append(flops.image_flops(model.spec, e.kept, pruning_on).gflops)
-        t = model.encode_text(ids[i:i + batch_size], mask[i:i + batch_size])
-        gt.append(flops.text_flops(model.spec, t.tokens_in, t.kept, pruning_on).gflops)
-    return float(torch.cat(gi).mean() + torch.cat(gt).mean())
+    _, ikept, _, tkept, tin = encode_all(model, pixels, ids, mask, batch_size)
+    on = model.temperature > 0
+    return float(flops.pair_gflops(flops.image_flops(model.spec, ikept, on),
+                                   flops.text_flops(model.spec, tin, tkept, on)).mean())
 
 
 def itc_loss(img, txt, image_ids, logit_scale):
@@ -105,8 +101,8 @@ def train(cfg: TrainConfig, log=print, progress=None) -> dict:
     v_pixels = va.pixels(model.spec.image_size, range(n_ctrl))
     v_ids, v_mask = tok([va.captions[va.img2txt[i][0]] for i in range(n_ctrl)], where=str(va.annotation))
 
-    dense_model_t, model.temperature = model.temperature, 0.0
-    dense = measure_gflops(model, v_pixels, v_ids, v_mask)
+    model.temperature = 0.0
+    dense = cur = measure_gflops(model, v_pixels, v_ids, v_mask)
     target = dense * (1 - cfg.reduce)
     model.temperature = 1.0 if cfg.reduce > 0 else 0.0
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -117,6 +113,7 @@ def train(cfg: TrainConfig, log=print, progress=None) -> dict:
         opt.load_state_dict(state["optimizer"])
         model.temperature, start_epoch, step, history = state["temperature"], state["epoch"] + 1, state["step"], state["history"]
         log(f"resumed from {out / 'last.pt'} at epoch {start_epoch}")
+        cur = measure_gflops(model, v_pixels, v_ids, v_mask)
     elif cfg.reduce > 0:  # the reference's calculate_temperature: search an initial T before training
         model.eval()
         for _ in range(25):
@@ -124,11 +121,12 @@ def train(cfg: TrainConfig, log=print, progress=None) -> dict:
             if abs(cur - target) / dense <= 0.013:
                 break
             model.temperature = control.next_temperature(model.temperature, cur, target, dense)
+        else:
+            cur = measure_gflops(model, v_pixels, v_ids, v_mask)  # at the last temperature tried
         log(f"initial temperature {model.temperature:.3f}")
 
     steps_per_epoch = math.ceil(len(ids) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
-    cur = measure_gflops(model, v_pixels, v_ids, v_mask) if cfg.reduce > 0 else dense
     task = progress.add_task("train", total=total, completed=step) if progress else None
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
@@ -176,4 +174,4 @@ def train(cfg: TrainConfig, log=print, progress=None) -> dict:
         if cfg.max_steps and step >= cfg.max_steps:
             break
     return {"gflops_dense": dense, "gflops_target": target, "gflops_current": cur, "temperature": model.temperature,
-            "history": history, "dense_temperature_was": dense_model_t}
+            "history": history}
