@@ -17,6 +17,7 @@ from .. import flops
 from ..errors import RuntimeBackendError, UsageError
 from ..files import read_json
 from ..models.clip import MadtpCLIP
+from ..onnx.io import encoder_io
 from ..runtime.sessions import available_backends
 from . import gemm, profile, timing
 
@@ -111,8 +112,10 @@ def _ort_runner(path: Path):
     # two sessions take turns (dense, pruned): without this, the idle one's threads spin on the cores
     s = open_session(path, backend="ort", spinning=False)
 
+    name = s.input_names[0]  # the image graph's one input, as its IO contract names it
+
     def run(pixels):
-        return s.run({"pixels": pixels.numpy()})["kept"]
+        return s.run({name: pixels.numpy()})["kept"]
     return run
 
 
@@ -252,6 +255,7 @@ def run_bench(cfg: BenchConfig, log=print, progress=None) -> dict:
     }
     if cfg.profile and "pruned" in onnx_paths:
         b = 8 if 8 in cfg.batch_sizes else cfg.batch_sizes[0]
-        feeds = [{"pixels": images[(i * b + np.arange(b)) % len(images)].numpy()} for i in range(4)]
+        name = encoder_io(pruned, "image").input_names[0]
+        feeds = [{name: images[(i * b + np.arange(b)) % len(images)].numpy()} for i in range(4)]
         report["machinery_share_ort"] = {"batch": b, **profile.machinery_share(onnx_paths["pruned"], feeds)}
     return report

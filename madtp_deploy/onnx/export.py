@@ -62,11 +62,11 @@ def check_output_dir(out: Path) -> None:
                           f"that you can write to") from None
 
 
-def _export_one(module: torch.nn.Module, args: tuple, io: onnx_io.EncoderIO, path: Path, opset: int,
-                max_batch: int, context_length: int) -> None:
-    dims = {"batch": torch.export.Dim("batch", min=1, max=max_batch),
-            "seq": torch.export.Dim("seq", min=3, max=context_length)}
-    dyn = {t.name: {i: dims[a] for i, a in enumerate(t.axes) if isinstance(a, str)} for t in io.inputs}
+def _export_one(model: MadtpCLIP, io: onnx_io.EncoderIO, path: Path, opset: int, max_batch: int) -> None:
+    dims = {"batch": torch.export.Dim("batch", min=1, max=max_batch)}
+    dims |= {a: torch.export.Dim(a, min=io.min_sizes[a], max=io.max_sizes[a]) for a in io.max_sizes}
+    dyn = {"inputs": tuple({i: dims[a] for i, a in enumerate(t.axes) if isinstance(a, str)} for t in io.inputs)}
+    module, args = io.wrapper(model), tuple(io.example(model.spec, 2).values())
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" noise
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -97,16 +97,13 @@ def export_model(model: MadtpCLIP, out_dir: Path, name: str, *, source: str, ops
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     written = []
     try:
-        jobs = [("image", onnx_io.ImageEncoder(model), (onnx_io.sample_images(model, 2),), onnx_io.image_io(model)),
-                ("text", onnx_io.TextEncoder(model), onnx_io.sample_text(model, 2), onnx_io.text_io(model))]
-        for encoder, module, args, io in jobs:
-            if encoder not in encoders:
-                continue
+        for encoder in encoders:
+            io = onnx_io.encoder_io(model, encoder)
             path = staging / f"{name}.{encoder}.onnx"
             log(f"exporting {encoder} encoder -> {out_dir / path.name}")
             try:
                 with torch.no_grad():
-                    _export_one(module, args, io, path, opset, max_batch, model.spec.context_length)
+                    _export_one(model, io, path, opset, max_batch)
             except Exception as exc:  # noqa: BLE001 - the exporter's many error types
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ExportError(f"{name}.{encoder}.onnx: export failed at opset {opset} ({first[:200]}); "

@@ -1,77 +1,125 @@
-"""Declarative IO contracts of the exported encoders, and generators of inputs that prune differently."""
+"""One IO contract per encoder: what its graph takes and returns, and everything derived from that.
+
+An `EncoderIO` owns, for one encoder of one spec (like optimum's per-model ONNX configs):
+the wrapper module that export traces, the inputs with their dynamic axes and an example
+generator (inputs that prune differently), the outputs, the eager call that validation and the
+torch runtime compare against, the default tolerances, and the TensorRT optimization profile.
+Export, validation, the runtimes, the bench and the TensorRT builder all go through it; nothing
+else switches on the encoder's name.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
-from ..models.clip import MadtpCLIP
+from ..errors import UsageError
+from ..specs import ClipSpec
 
 DEFAULT_ATOL = {"fp32": 1e-4, "fp16": 1e-2, "int8": 5e-2}
+ENCODERS = ("image", "text")
+MIN_TEXT_LEN = 3  # SOT, one word, EOT
 
 
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
     dtype: str
-    axes: tuple  # ints are fixed sizes, strings are dynamic axes
+    axes: tuple  # ints are fixed sizes, strings name dynamic axes ("batch", "seq")
+
+    def shape(self, sizes: dict[str, int]) -> tuple[int, ...]:
+        """The concrete shape for the given sizes of the dynamic axes."""
+        return tuple(sizes[a] if isinstance(a, str) else a for a in self.axes)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "axes": list(self.axes)}
+
+
+class _Wrapper(nn.Module):
+    """positional graph inputs -> (embeds, kept): what the exported graph computes."""
+
+    def __init__(self, model, encode: Callable):
+        super().__init__()
+        self.model = model
+        self._encode = encode
+
+    def forward(self, *inputs):
+        e = self._encode(self.model, *inputs)
+        return e.embeds, e.kept
 
 
 @dataclass(frozen=True)
 class EncoderIO:
-    encoder: str                      # "image" | "text"
+    encoder: str                                  # "image" | "text"
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    encode: Callable = field(repr=False, compare=False)    # (model, *tensors) -> Encoded
+    examples: Callable = field(repr=False, compare=False)  # (spec, n, seed) -> tuple of tensors
+    max_sizes: dict = field(default_factory=dict)           # upper bounds of dynamic axes (besides batch)
+    min_sizes: dict = field(default_factory=dict)
     atol: dict = field(default_factory=lambda: dict(DEFAULT_ATOL))
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def wrapper(self, model) -> nn.Module:
+        return _Wrapper(model, self.encode)
+
+    def example(self, spec: ClipSpec, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
+        """n inputs whose keep counts differ (structured images, captions of varied length)."""
+        return dict(zip(self.input_names, self.examples(spec, n, seed)))
+
+    def eager(self, model, inputs: dict) -> dict[str, np.ndarray]:
+        """The eager model on named inputs (numpy or torch) -> named numpy outputs."""
+        tensors = [torch.as_tensor(inputs[name]) for name in self.input_names]
+        with torch.inference_mode():
+            e = self.encode(model, *tensors)
+        return {"embeds": e.embeds.numpy(), "kept": e.kept.numpy()}
+
+    def feeds(self, inputs: dict) -> dict:
+        """Only this graph's inputs (runtimes ignore extra keys, as onnxruntime's users expect)."""
+        missing = [n for n in self.input_names if n not in inputs]
+        if missing:
+            raise UsageError(f"{self.encoder} encoder: input(s) {', '.join(missing)} missing; "
+                             f"fix: pass {', '.join(self.input_names)}")
+        return {n: inputs[n] for n in self.input_names}
+
+    def trt_profile(self, batch: tuple[int, int, int], seq: tuple[int, int, int] | None = None
+                    ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+        """Full (min, opt, max) shapes for every input: batch from `batch`, text length from `seq`
+        (default: the spec's range, opt at the longest)."""
+        if not 1 <= batch[0] <= batch[1] <= batch[2]:
+            raise UsageError(f"batch profile {batch}: need 1 <= min <= opt <= max; fix: e.g. --batch-sizes 1,8,32")
+        lo, hi = self.min_sizes.get("seq", 1), self.max_sizes.get("seq", 1)
+        seq = seq or (lo, hi, hi)
+        if not lo <= seq[0] <= seq[1] <= seq[2] <= hi:
+            raise UsageError(f"text length profile {seq}: need {lo} <= min <= opt <= max <= {hi}; "
+                             f"fix: choose lengths within the model's context")
+        out = {}
+        for t in self.inputs:
+            out[t.name] = tuple(t.shape({"batch": b, "seq": s}) for b, s in zip(batch, seq))
+        return out
 
     def to_dict(self) -> dict:
         return {"encoder": self.encoder, "atol": self.atol,
-                "inputs": [t.__dict__ | {"axes": list(t.axes)} for t in self.inputs],
-                "outputs": [t.__dict__ | {"axes": list(t.axes)} for t in self.outputs]}
+                "inputs": [t.to_dict() for t in self.inputs],
+                "outputs": [t.to_dict() for t in self.outputs]}
 
 
-def image_io(model: MadtpCLIP) -> EncoderIO:
-    s = model.spec
-    return EncoderIO("image", (TensorSpec("pixels", "float32", ("batch", 3, s.image_size, s.image_size)),),
-                     (TensorSpec("embeds", "float32", ("batch", s.embed_dim)),
-                      TensorSpec("kept", "int64", ("batch", s.vision_layers))))
+# -- the two CLIP encoders --------------------------------------------------------------------------
 
-
-def text_io(model: MadtpCLIP) -> EncoderIO:
-    s = model.spec
-    return EncoderIO("text", (TensorSpec("input_ids", "int64", ("batch", "seq")),
-                              TensorSpec("attention_mask", "int64", ("batch", "seq"))),
-                     (TensorSpec("embeds", "float32", ("batch", s.embed_dim)),
-                      TensorSpec("kept", "int64", ("batch", s.text_layers))))
-
-
-class ImageEncoder(nn.Module):
-    """pixels -> (embeds, kept): what the image ONNX computes."""
-
-    def __init__(self, model: MadtpCLIP):
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixels):
-        e = self.model.encode_image(pixels)
-        return e.embeds, e.kept
-
-
-class TextEncoder(nn.Module):
-    def __init__(self, model: MadtpCLIP):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask):
-        e = self.model.encode_text(input_ids, attention_mask)
-        return e.embeds, e.kept
-
-
-def sample_images(model: MadtpCLIP, n: int, seed: int = 0) -> torch.Tensor:
+def sample_images(spec: ClipSpec, n: int, seed: int = 0) -> tuple[torch.Tensor]:
     """Structured images (blobs on gradients at varied contrast) that give varied keep counts."""
-    s = model.spec.image_size
+    s = spec.image_size
     g = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, s), torch.linspace(-1, 1, s), indexing="ij")
     out = []
@@ -84,17 +132,56 @@ def sample_images(model: MadtpCLIP, n: int, seed: int = 0) -> torch.Tensor:
             img = img + blob[None] * torch.randn(3, 1, 1, generator=g) * 2
         img = img + torch.randn(3, s, s, generator=g) * (0.05 + 0.5 * (i % 5) / 4)
         out.append(img)
-    return torch.stack(out)
+    return (torch.stack(out),)
 
 
-def sample_text(model: MadtpCLIP, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids with EOT at varied positions, padded with zeros, OpenAI style (all-ones mask)."""
-    s = model.spec
+def sample_text(spec: ClipSpec, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids with EOT at varied positions; every third caption is right-padded with a zero
+    attention mask (HF style), the others zero-padded with an all-ones mask (OpenAI style)."""
     g = torch.Generator().manual_seed(seed)
-    eot_id = s.eot_token_id if s.eot_token_id is not None else s.vocab_size - 1
-    ids = torch.randint(1, max(2, min(eot_id, s.vocab_size) - 2), (n, s.context_length), generator=g)
+    eot_id = spec.eot_token_id if spec.eot_token_id is not None else spec.vocab_size - 1
+    ids = torch.randint(1, max(2, min(eot_id, spec.vocab_size) - 2), (n, spec.context_length), generator=g)
     ids[:, 0] = max(eot_id - 1, 1)
-    ends = torch.randint(2, s.context_length, (n,), generator=g)
+    ends = torch.randint(2, spec.context_length, (n,), generator=g)
     ids[torch.arange(n), ends] = eot_id
-    ids[torch.arange(s.context_length)[None, :] > ends[:, None]] = 0
-    return ids, torch.ones_like(ids)
+    after = torch.arange(spec.context_length)[None, :] > ends[:, None]
+    ids[after] = 0
+    mask = torch.ones_like(ids)
+    hf_style = torch.arange(n) % 3 == 2
+    mask[hf_style[:, None] & after] = 0
+    return ids, mask
+
+
+def _image(spec: ClipSpec) -> EncoderIO:
+    return EncoderIO(
+        "image",
+        (TensorSpec("pixels", "float32", ("batch", 3, spec.image_size, spec.image_size)),),
+        (TensorSpec("embeds", "float32", ("batch", spec.embed_dim)),
+         TensorSpec("kept", "int64", ("batch", spec.vision_layers))),
+        encode=lambda m, pixels: m.encode_image(pixels),
+        examples=sample_images)
+
+
+def _text(spec: ClipSpec) -> EncoderIO:
+    return EncoderIO(
+        "text",
+        (TensorSpec("input_ids", "int64", ("batch", "seq")),
+         TensorSpec("attention_mask", "int64", ("batch", "seq"))),
+        (TensorSpec("embeds", "float32", ("batch", spec.embed_dim)),
+         TensorSpec("kept", "int64", ("batch", spec.text_layers))),
+        encode=lambda m, ids, mask: m.encode_text(ids, mask),
+        examples=sample_text,
+        max_sizes={"seq": spec.context_length}, min_sizes={"seq": MIN_TEXT_LEN})
+
+
+_CONTRACTS = {"image": _image, "text": _text}
+
+
+def encoder_io(spec_or_model, encoder: str) -> EncoderIO:
+    """The IO contract of `encoder` for a spec (or a model, whose spec is used)."""
+    spec = getattr(spec_or_model, "spec", spec_or_model)
+    try:
+        make = _CONTRACTS[encoder]
+    except KeyError:
+        raise UsageError(f"encoder {encoder!r}: unknown; fix: use one of {', '.join(ENCODERS)}") from None
+    return make(spec)

@@ -17,17 +17,11 @@ from ..models.clip import MadtpCLIP
 from . import io as onnx_io
 
 
-def _pick_varied(model: MadtpCLIP, encoder: str, pool: int = 48):
+def _pick_varied(model: MadtpCLIP, io: onnx_io.EncoderIO, pool: int = 48):
     """A pool of inputs and the indices of three whose eager keep counts differ."""
-    with torch.no_grad():
-        if encoder == "image":
-            x = onnx_io.sample_images(model, pool, seed=11)
-            kept = torch.cat([model.encode_image(x[i:i + 1]).kept for i in range(pool)])
-            inputs = (x,)
-        else:
-            ids, mask = onnx_io.sample_text(model, pool, seed=11)
-            kept = torch.cat([model.encode_text(ids[i:i + 1], mask[i:i + 1]).kept for i in range(pool)])
-            inputs = (ids, mask)
+    inputs = io.example(model.spec, pool, seed=11)
+    kept = np.concatenate([io.eager(model, {k: v[i:i + 1] for k, v in inputs.items()})["kept"]
+                           for i in range(pool)])
     seen, chosen = set(), []
     for i in range(pool):
         key = tuple(kept[i].tolist())
@@ -38,29 +32,23 @@ def _pick_varied(model: MadtpCLIP, encoder: str, pool: int = 48):
     return inputs, chosen[:3], chosen + rest
 
 
-def _eager(model: MadtpCLIP, encoder: str, inputs):
-    with torch.no_grad():
-        e = model.encode_image(*inputs) if encoder == "image" else model.encode_text(*inputs)
-    return {"embeds": e.embeds.numpy(), "kept": e.kept.numpy()}
-
-
 def validate_against_eager(onnx_path: Path, model: MadtpCLIP, encoder: str, *, batch_sizes=(1, 8, 32),
                            precision: str = "fp32", atol: float | None = None, log=print) -> dict:
     from ..runtime import open_session
 
     atol = onnx_io.DEFAULT_ATOL[precision] if atol is None else atol
     session = open_session(onnx_path, backend="ort")
-    inputs, varied, order = _pick_varied(model, encoder)
-    names = [t.name for t in (onnx_io.image_io(model) if encoder == "image" else onnx_io.text_io(model)).inputs]
+    io = onnx_io.encoder_io(model, encoder)
+    inputs, varied, order = _pick_varied(model, io)
     cases = [("single", [i]) for i in varied]
     for b in batch_sizes:
         idx = [order[j % len(order)] for j in range(b)]
         cases.append((f"batch{b}", idx))
     report = {"atol": atol, "precision": precision, "varied_inputs_kept": [], "cases": [], "passed": True}
     for label, idx in cases:
-        batch = tuple(t[idx] for t in inputs)
-        want = _eager(model, encoder, batch)
-        got = session.run(dict(zip(names, (t.numpy() for t in batch))))
+        batch = {k: v[idx].numpy() for k, v in inputs.items()}
+        want = io.eager(model, batch)
+        got = session.run(batch)
         for out in ("embeds", "kept"):
             if got[out].shape != want[out].shape:
                 raise ValidationError(f"{onnx_path}: output '{out}' has shape {got[out].shape}, eager "

@@ -40,33 +40,25 @@ class OrtSession:
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, inputs):
-        outs = self.session.run(self.output_names, {k: inputs[k] for k in self.input_names})
+        outs = self.session.run(self.output_names, {k: inputs[k] for k in self.input_names})  # extras ignored
         return dict(zip(self.output_names, outs))
 
 
 class TorchSession:
-    """Eager PyTorch behind the same interface; `path` is anything madtp_deploy.load accepts."""
+    """Eager PyTorch behind the same interface; `source` is anything madtp_deploy.load accepts."""
 
     def __init__(self, source, encoder: str, mode: str = "reference", temperature: float | None = None,
                  model=None):
-        import torch
-
         from ..api import load
+        from ..onnx.io import encoder_io
 
-        self._torch = torch
         self.backend = "torch"
         self.model = model if model is not None else load(source, mode=mode, temperature=temperature)
-        self.encoder = encoder
-        self.input_names = ["pixels"] if encoder == "image" else ["input_ids", "attention_mask"]
+        self.io = encoder_io(self.model, encoder)
+        self.input_names = self.io.input_names
 
     def run(self, inputs):
-        t = self._torch
-        with t.inference_mode():
-            if self.encoder == "image":
-                e = self.model.encode_image(t.from_numpy(inputs["pixels"]))
-            else:
-                e = self.model.encode_text(t.from_numpy(inputs["input_ids"]), t.from_numpy(inputs["attention_mask"]))
-        return {"embeds": e.embeds.numpy(), "kept": e.kept.numpy()}
+        return self.io.eager(self.model, self.io.feeds(inputs))
 
 
 def available_backends() -> dict[str, str | None]:

@@ -25,7 +25,7 @@ def exported(request, tmp_path_factory):
 
 
 def _three_varied_images(m):
-    x = onnx_io.sample_images(m, 40, seed=3)
+    x = onnx_io.sample_images(m.spec, 40, seed=3)[0]
     with torch.no_grad():
         kept = [tuple(m.encode_image(x[i:i + 1]).kept[0].tolist()) for i in range(40)]
     picks, seen = [], set()
@@ -66,7 +66,7 @@ def test_image_onnx_matches_eager(exported, batch):
 def test_text_onnx_matches_eager(exported, batch):
     m, out, _ = exported
     session = open_session(out / "tiny.text.onnx", backend="ort")
-    ids, mask = onnx_io.sample_text(m, batch, seed=batch)
+    ids, mask = onnx_io.sample_text(m.spec, batch, seed=batch)
     got = session.run({"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
     with torch.no_grad():
         want = m.encode_text(ids, mask)
