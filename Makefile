@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 CLI    := $(VENV)/bin/madtp-deploy
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean modelopt-env calibration-report gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -36,3 +36,24 @@ shipped-model: setup
 	$(CLI) train --data data/scenes --output runs/dense --epochs 12 --lr 5e-4 --seed 0
 	$(CLI) train --data data/scenes --output runs/p0.5 --init runs/dense/madtp.pt --reduce 0.5 --epochs 6 --lr 2e-4 --control-every 40 --seed 0
 	cp runs/p0.5/madtp.pt madtp_deploy/assets/madtp-clip-tiny.pt
+
+# NVIDIA ModelOpt's ONNX quantizer (FP8, ModelOpt INT8) in its OWN venv: it pulls onnxruntime-gpu,
+# which overwrites the CPU onnxruntime of .venv. The CPU torch goes in first (else a CUDA build).
+MODELOPT_VENV ?= .venv-modelopt
+$(MODELOPT_VENV)/.installed:
+	test -x $(MODELOPT_VENV)/bin/python || python3 -m venv $(MODELOPT_VENV)
+	$(MODELOPT_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MODELOPT_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(MODELOPT_VENV)/bin/python -m pip install -q "nvidia-modelopt[onnx]==0.47.0" "torch==2.13.0"
+	touch $@
+
+modelopt-env: $(MODELOPT_VENV)/.installed
+
+# INT8 calibration study (shipped model + ViT-B/16 geometry) -> "Calibration" sections of docs/*.md
+calibration-report: setup
+	$(PY) bench/calibration_report.py
+
+# GPU-only checks (CUDA eager/compiled, AOTInductor CUDA, onnxruntime CUDA, TensorRT via polygraphy):
+# one JSON; every check that cannot run says why (all skip on a machine without a GPU)
+gpu-check: setup
+	$(PY) bench/gpu_check.py --output export/gpu_check.json

@@ -1,10 +1,14 @@
 """`make bench`: the default benchmarks, recorded in docs/BENCHMARKS.md from their JSON.
 
-1. the shipped model (batch 1, 8, 32; every backend available here);
-2. a ViT-B/16 geometry at a 50% image-GFLOPs target: OpenAI CLIP ViT-B/16 shapes with seeded random
-   weights (no pretrained weights can be downloaded here), the temperature searched with the
-   training controller until the per-instance image GFLOPs are within 2% of half the dense count.
-   Timing depends on the keep counts, not on what the weights learned.
+Every run puts dense, reference (max-keep), padded invariant and packed side by side (and, for
+the shipped model, the static fixed-capacity graph) on the same images, interleaved call by call:
+1. the shipped model (batch 1, 8, 32; torch and onnxruntime);
+2. the ViT-B/16 geometry at a 50% image-GFLOPs target and
+3. the ViT-L/14-336 geometry (the paper's CLIP) at the same target (onnxruntime; batch 1 and 8):
+   OpenAI CLIP shapes with seeded random weights (no pretrained weights can be downloaded here),
+   the temperature searched with the training controller until the per-instance image GFLOPs are
+   within 2% of half the dense count. Timing depends on the keep counts, not on what the weights learned.
+Run `python bench/run_bench.py --only NAME` for one of them, `--docs-only` to rewrite the docs.
 """
 
 from __future__ import annotations
@@ -19,32 +23,36 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "bench"
 CLI = [sys.executable, "-m", "madtp_deploy.cli", "bench"]
+CACHE = ROOT / "export" / ".bench"
 
 
-def vitb_checkpoint(path: Path, reduce: float = 0.5) -> Path:
+def geometry_checkpoint(spec: str, reduce: float = 0.5) -> Path:
+    """A checkpoint of `spec` (seeded random weights) whose temperature removes `reduce` of the
+    dense image GFLOPs on the bench's images, found with the training controller."""
     import madtp_deploy
     from madtp_deploy import flops
     from madtp_deploy.bench.runner import bench_images
     from madtp_deploy.train import control
 
+    path = CACHE / f"{spec}-p{reduce}.pt"
     if path.exists():
-        return path
-    m = madtp_deploy.load("clip-vit-b16", mode="invariant")
+        return path.relative_to(ROOT)  # records name it relative to the repository
+    m = madtp_deploy.load(spec, mode="invariant")
     px = bench_images(m, None, 8)
-    dense = float(flops.image_flops(m.spec, flops.dense_image_kept(m.spec), False).gflops)
-    target, m.temperature = dense * (1 - reduce), 1.0
-    for _ in range(30):
-        with torch.no_grad():
+    dense = float(flops.dense_flops(m.spec)[0].gflops)
+
+    def at(t: float) -> float:
+        m.temperature = t
+        with torch.inference_mode():
             kept = torch.cat([m.encode_image(px[i:i + 1]).kept for i in range(len(px))])
         cur = float(flops.image_flops(m.spec, kept, True).gflops.mean())
-        print(f"  T {m.temperature:.3f}: {cur:.2f} GFLOPs (target {target:.2f}, dense {dense:.2f})")
-        if abs(cur - target) / dense < 0.02:
-            break
-        m.temperature = control.next_temperature(m.temperature, cur, target, dense)
+        print(f"  {spec} T {t:.3f}: {cur:.2f} GFLOPs (target {dense * (1 - reduce):.2f}, dense {dense:.2f})", flush=True)
+        return cur
+
+    m.temperature, _ = control.search_temperature(at, 1.0, dense * (1 - reduce), dense, tol=0.02, max_iter=30)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": m.state_dict(), "epoch": 0, "temperature": m.temperature,
-                "spec": m.spec.to_dict()}, path)
-    return path
+    torch.save({"model": m.state_dict(), "epoch": 0, "temperature": m.temperature, "spec": m.spec.to_dict()}, path)
+    return path.relative_to(ROOT)
 
 
 def run(name: str, args: list[str]) -> dict:
@@ -57,31 +65,38 @@ def run(name: str, args: list[str]) -> dict:
 
 
 def _command(cfg: dict) -> str:
-    """The recorded BenchConfig as the command line that reproduces it."""
-    args = ["madtp-deploy bench", f"--model {Path(cfg['model']).name if '/' in cfg['model'] else cfg['model']}",
-            f"--batch-sizes {','.join(map(str, cfg['batch_sizes']))}", f"--mode {cfg['mode']}"]
+    """The recorded BenchConfig as the command line that reproduces it (repository-relative)."""
+    model = cfg["model"]  # export/.bench/*.pt: made by bench/run_bench.py:geometry_checkpoint
+    args = ["madtp-deploy bench", f"--batch-sizes {','.join(map(str, cfg['batch_sizes']))}",
+            f"--variants {','.join(cfg['variants'])}"]
     if cfg.get("backends"):
         args.append(f"--backend {','.join(cfg['backends'])}")
-    args += [f"--warmup-s {cfg['warmup_s']:g}", f"--min-runs {cfg['min_runs']}"]
+    args += [f"--warmup-s {cfg['warmup_s']:g}", f"--min-runs {cfg['min_runs']}", f"--model {model}"]
     return " ".join(args)
 
 
+RUNS = ("shipped", "vit-b16-p0.5", "vit-l14-336-p0.5")
+
+
 def main() -> None:
-    # torch.compile runs in its own process: inductor's worker threads slow onnxruntime down when
-    # they share one (measured: ORT dense batch 8 took 11.6 ms beside it, 7.4 ms without).
-    runs = {"shipped": ["--batch-sizes", "1,8,32", "--mode", "invariant", "--backend", "torch,ort"],
-            "shipped-torch-compile": ["--batch-sizes", "1,8,32", "--mode", "invariant", "--backend",
-                                      "torch,torch-compile"]}
+    every = "dense,reference,invariant,packed"
+    want = [sys.argv[sys.argv.index("--only") + 1]] if "--only" in sys.argv else list(RUNS)
     if "--docs-only" in sys.argv:  # rewrite BENCHMARKS.md from the recorded JSON, run nothing
-        runs = {}
-    if "--shipped-only" not in sys.argv and "--docs-only" not in sys.argv:
-        ckpt = vitb_checkpoint(ROOT / "export" / ".bench" / "clip-vit-b16-p0.5.pt")
-        runs["vit-b16-p0.5"] = ["--model", str(ckpt), "--batch-sizes", "1,8,32", "--mode", "invariant",
-                                "--backend", "torch,ort", "--warmup-s", "3", "--min-runs", "5"]
-    for name, args in runs.items():
+        want = []
+    for name in want:
+        if name == "shipped":
+            args = ["--batch-sizes", "1,8,32", "--variants", every + ",static", "--backend", "torch,ort"]
+        elif name == "vit-b16-p0.5":
+            args = ["--model", str(geometry_checkpoint("clip-vit-b16")), "--batch-sizes", "1,8,32",
+                    "--variants", every, "--backend", "torch,ort", "--warmup-s", "2", "--min-runs", "5"]
+        elif name == "vit-l14-336-p0.5":
+            args = ["--model", str(geometry_checkpoint("clip-vit-l14-336")), "--batch-sizes", "1,8",
+                    "--variants", every, "--backend", "ort", "--warmup-s", "1", "--min-runs", "3"]
+        else:
+            raise SystemExit(f"--only {name}: unknown; one of {', '.join(RUNS)}")
         run(name, args)
     sections = []
-    for name in ("shipped", "shipped-torch-compile", "vit-b16-p0.5"):  # every recorded run, also those not re-run this time
+    for name in RUNS:  # every recorded run, also those not re-run this time
         if (OUT / f"{name}.md").exists():
             md = (OUT / f"{name}.md").read_text()
             sections.append(f"### {name}\n\n`{_command(json.loads((OUT / f'{name}.json').read_text())['config'])}`"

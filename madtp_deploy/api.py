@@ -6,20 +6,25 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, UsageError
 from .models.clip import MODES, MadtpCLIP
-from .specs import get_spec, spec_names
+from .models.inputs import check_temperature
+from .modes import LIBRARY_DEFAULT, parse_mode
+from .specs import BlipSpec, get_spec, spec_names
 
 SHIPPED = Path(__file__).parent / "assets" / "madtp-clip-tiny.pt"
 
 
-def load(source: str | Path, *, mode: str = "reference", temperature: float | None = None) -> MadtpCLIP:
+def load(source: str | Path, *, mode: str = LIBRARY_DEFAULT.value, temperature: float | None = None) -> MadtpCLIP:
     """Build a MADTP CLIP from a spec name (seeded random init), a checkpoint file or an HF directory.
 
     temperature=None keeps the checkpoint's own (0, no pruning, for dense checkpoints and specs).
     """
-    if mode not in MODES:
-        raise CheckpointError(f"mode: {mode!r} is not one of {', '.join(MODES)}; fix: pick one")
+    mode = parse_mode(mode).value
+    if mode not in MODES:  # a mode the model class does not implement (yet)
+        raise UsageError(f"mode {mode!r}: not supported by this model; fix: use one of {', '.join(MODES)}")
+    if temperature is not None:
+        temperature = check_temperature(temperature)
     from .models import checkpoint, hf
 
     if str(source) == "shipped":
@@ -27,7 +32,11 @@ def load(source: str | Path, *, mode: str = "reference", temperature: float | No
     if isinstance(source, str) and source in spec_names():
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            return MadtpCLIP(get_spec(source), mode=mode, temperature=temperature or 0.0).eval()
+            spec = get_spec(source)
+            if isinstance(spec, BlipSpec):  # BLIP NLVR2 / retrieval: models/blip.py
+                from .models.blip import build
+                return build(spec, mode=mode, temperature=temperature or 0.0).eval()
+            return MadtpCLIP(spec, mode=mode, temperature=temperature or 0.0).eval()
     path = Path(source)
     if path.is_dir():
         return hf.load_hf_directory(path, mode, temperature)

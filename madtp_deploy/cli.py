@@ -7,12 +7,43 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.table import Table
 
+from .capacity import DEFAULT_QUANTILE as DEFAULT_CAPACITY_QUANTILE
 from .errors import MadtpError
+from .modes import SERVING_DEFAULT, Mode
 
 console = Console()
+
+
+def _fail(message: str, code: int = 2):
+    print(f"madtp-deploy: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+class _Group(typer.core.TyperGroup):
+    """Every error ends the same way (also under typer's CliRunner): a MadtpError or a bad option
+    (click's own parse errors) becomes one line on stderr and exit code 2; never a traceback."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        try:
+            rc = super().main(*args, standalone_mode=False, **kwargs)
+        except MadtpError as exc:
+            _fail(str(exc))
+        except typer.exceptions.TyperException as exc:  # typer's (vendored click's) parse errors
+            ctx = getattr(exc, "ctx", None)
+            where = f"`{ctx.command_path} --help`" if ctx is not None else "`madtp-deploy --help`"
+            message = " ".join(exc.format_message().split()) if hasattr(exc, "format_message") else str(exc)
+            _fail(f"{message.rstrip('.')}; fix: see {where}", getattr(exc, "exit_code", 2))
+        except (typer.Abort, RuntimeError) as exc:
+            if type(exc).__name__ != "Abort":
+                raise
+            _fail("interrupted", 130)
+        if standalone_mode:
+            sys.exit(rc or 0)
+        return rc
 
 
 class _App(typer.Typer):
@@ -26,7 +57,7 @@ class _App(typer.Typer):
             sys.exit(2)
 
 
-app = _App(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+app = _App(cls=_Group, add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
            help="Export, validate and benchmark MADTP token-pruned CLIP models.")
 
 
@@ -49,11 +80,16 @@ def info(model: str = typer.Argument("shipped", help=MODEL_HELP)) -> None:
     table = Table(title=f"{s.name}  (temperature {m.temperature:g})")
     table.add_column("field")
     table.add_column("value", justify="right")
+    if hasattr(m, "text_encoder"):  # BLIP NLVR2 / retrieval: madtp_deploy/flops_blip.py
+        from .flops_blip import describe
+        for row in describe(m):
+            table.add_row(*row)
+        console.print(table)
+        return
     for key, value in s.to_dict().items():
         table.add_row(key, str(value))
     table.add_row("parameters", f"{sum(p.numel() for p in m.parameters()):,}")
-    img = flops.image_flops(s, flops.dense_image_kept(s), pruning=False)
-    txt = flops.text_flops(s, flops.dense_text_kept(s)[:, 0], flops.dense_text_kept(s), pruning=False)
+    img, txt = flops.dense_flops(s)
     table.add_row("image GFLOPs (2/MAC, dense)", f"{img.gflops.item():.4f}")
     table.add_row("image GMACs (reference 'GFLOPs', dense)", f"{img.gmacs.item():.4f}")
     table.add_row(f"text GFLOPs (2/MAC, dense, {s.context_length} tokens)", f"{txt.gflops.item():.4f}")
@@ -64,28 +100,72 @@ def info(model: str = typer.Argument("shipped", help=MODEL_HELP)) -> None:
 @app.command()
 def export(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
            output: Path = typer.Option(Path("export"), "--output", help="output folder"),
-           mode: str = typer.Option("invariant", "--mode", help="invariant (batch-independent) or reference (max-keep)"),
+           mode: Mode = typer.Option(SERVING_DEFAULT, "--mode", help="invariant (batch-independent) or reference (max-keep)"),
            opset: int = typer.Option(20, "--opset", help="ONNX opset (dynamo exporter: 18 and up)"),
            max_batch: int = typer.Option(64, "--max-batch", help="largest batch the graph accepts"),
            temperature: Optional[float] = typer.Option(None, "--temperature", help="override the checkpoint's"),
            name: Optional[str] = typer.Option(None, "--name", help="file stem (default: the spec name)"),
            check_trt: bool = typer.Option(False, "--check-trt", help="also report TensorRT compatibility"),
-           no_validate: bool = typer.Option(False, "--no-validate", help="skip validation against eager")) -> None:
+           no_validate: bool = typer.Option(False, "--no-validate", help="skip validation against eager"),
+           shapes: str = typer.Option("dynamic", "--shapes", help="dynamic (data-dependent token counts) or static "
+                                      "(a fixed slot capacity per layer, for engines)"),
+           capacity_quantile: float = typer.Option(DEFAULT_CAPACITY_QUANTILE, "--capacity-quantile",
+                                                   help="static: each layer's capacity is this quantile of its keep counts"),
+           calibration_data: Optional[Path] = typer.Option(None, "--calibration-data",
+                                                            help="static: dataset folder whose test split sets the "
+                                                                 "capacities (default: generated scenes)"),
+           calibration_samples: int = typer.Option(256, "--calibration-samples", help="static: inputs per encoder"),
+           calibration_dir: Path = typer.Option(Path("calibration"), "--calibration-dir",
+                                                help="static: where the capacity profiles are written"),
+           fmt: str = typer.Option("onnx", "--format", help="onnx, or aoti (AOTInductor .pt2 packages for "
+                                   "engines/cpp and the aoti runtime, compiled for this CPU)")) -> None:
     """Export the image and text encoders to ONNX with pruning inside the graph, then validate."""
     from . import load
-    from .onnx.export import check_opset, check_output_dir, export_model
+    from .errors import UsageError
+    from .files import clean_stale_staging, output_dir
+    from .models.inputs import check_number, check_temperature
+    from .onnx.export import check_opset, export_model
 
     check_opset(opset)
-    check_output_dir(output)
-    m = load(model, mode=mode, temperature=temperature)
-    paths = export_model(m, output, name or m.spec.name, source=str(model), opset=opset, max_batch=max_batch,
-                         validate=not no_validate, log=console.print)
+    if fmt not in ("onnx", "aoti"):
+        raise UsageError(f"--format {fmt!r}: unknown; fix: onnx or aoti")
+    check_number(max_batch, "--max-batch", lo=1, hi=4096, integer=True, error=UsageError,
+                 fix="the largest batch the graph accepts, from 1 to 4096 (default 64)")
+    if temperature is not None:
+        check_temperature(temperature, "--temperature", error=UsageError)
+    clean_stale_staging(output, ".export-")  # what a killed export left behind
+    with output_dir(output, "--output"):
+        m = load(model, mode=mode.value, temperature=temperature)
+        profiles = None
+        if shapes not in ("dynamic", "static"):
+            raise UsageError(f"--shapes {shapes!r}: unknown; fix: dynamic or static")
+        if shapes == "static":
+            from .capacity import make_static
+
+            profiles = make_static(m, _source(model), name or m.spec.name, capacity_quantile, calibration_data,
+                                   calibration_samples, calibration_dir, log=console.print)
+        if fmt == "aoti":
+            from .aoti import export_aoti
+
+            paths = export_aoti(m, output, name or m.spec.name, source=_source(model), max_batch=max_batch,
+                                log=console.print)
+        else:
+            paths = export_model(m, output, name or m.spec.name, source=_source(model), opset=opset,
+                                 max_batch=max_batch, validate=not no_validate, log=console.print,
+                                 capacity_profiles=profiles)
     for p in paths:
         console.print(f"wrote {p}")
     if check_trt:
         for p in paths:
             if p.suffix == ".onnx":
                 _print_trt_report(p)
+
+
+def _source(model: str) -> str:
+    """What a sidecar records as the model: a spec name as is, a path made absolute (so `validate`
+    and `bench --onnx` find it from any working folder)."""
+    path = Path(model)
+    return str(path.resolve()) if model != "shipped" and path.exists() else model
 
 
 def _print_trt_report(path: Path) -> None:
@@ -110,14 +190,46 @@ def validate(file: Path = typer.Argument(..., help="an exported .onnx file (its 
     raise typer.Exit(0 if r["passed"] else 1)
 
 
+@app.command()
+def build(file: Path = typer.Argument(..., help="an exported .onnx file (its .json sidecar beside it)"),
+          batch_sizes: str = typer.Option("1,8,32", "--batch-sizes", help="min,opt,max batch of the profile"),
+          text_lengths: Optional[str] = typer.Option(None, "--text-lengths",
+                                                     help="min,opt,max tokens (text graphs; default: the model's range)"),
+          output: Path = typer.Option(Path("engines"), "--output", help="engine cache folder (shared timing cache)"),
+          force: bool = typer.Option(False, "--force", help="rebuild even if a cached engine matches")) -> None:
+    """Build a TensorRT engine from an exported graph through polygraphy (needs TensorRT and a GPU)."""
+    from .trt.build import build_engine, parse_triple
+
+    batch = parse_triple(batch_sizes, "--batch-sizes")
+    seq = parse_triple(text_lengths, "--text-lengths") if text_lengths else None
+    path = build_engine(file, engines_dir=output, batch=batch, seq=seq, force=force, log=console.print)
+    console.print(f"wrote {path} (sidecar {path.with_suffix('.json').name})")
+
+
 @app.command("make-data")
 def make_data(output: Path = typer.Option(Path("data/scenes"), "--output"),
               n_train: int = typer.Option(4000, "--train"), n_val: int = typer.Option(300, "--val"),
-              n_test: int = typer.Option(500, "--test"), seed: int = typer.Option(0, "--seed")) -> None:
+              n_test: int = typer.Option(500, "--test"), seed: int = typer.Option(0, "--seed"),
+              task: str = typer.Option("scenes", "--task", help="scenes (retrieval) or nlvr (image pairs + statements)")
+              ) -> None:
     """Generate the seeded shapes-and-relations retrieval task in BLIP's annotation format."""
     from .data import scenes
+    from .errors import UsageError
+    from .files import output_dir
+    from .models.inputs import check_number
 
-    root = scenes.generate(output, n_train, n_val, n_test, seed)
+    for option, n in (("--train", n_train), ("--val", n_val), ("--test", n_test)):
+        check_number(n, option, lo=0, hi=1_000_000, integer=True, error=UsageError,
+                     fix=f"a number of images from 0 to 1000000, e.g. {option} 100")
+    check_number(seed, "--seed", lo=0, hi=2**32 - 1, integer=True, error=UsageError, fix="an integer seed >= 0")
+    if task not in ("scenes", "nlvr"):
+        raise UsageError(f"--task {task!r}: unknown; fix: scenes or nlvr")
+    with output_dir(output, "--output"):
+        if task == "nlvr":  # NLVR2-format pairs for BLIP NLVR2 (data/nlvr.py)
+            from .data import nlvr
+            root = nlvr.generate(output, n_train, n_val, n_test, seed)
+        else:
+            root = scenes.generate(output, n_train, n_val, n_test, seed)
     console.print(f"wrote {root} (train {n_train}, val {n_val}, test {n_test} images, seed {seed})")
 
 
@@ -128,24 +240,28 @@ def train(data: Path = typer.Option(..., "--data", help="dataset folder (*_train
           reduce: float = typer.Option(0.0, "--reduce", help="fraction of GFLOPs to remove (0 = dense)"),
           epochs: int = typer.Option(5, "--epochs"), batch_size: int = typer.Option(64, "--batch-size"),
           lr: float = typer.Option(5e-4, "--lr"), weight_decay: float = typer.Option(0.2, "--wd"),
-          mode: str = typer.Option("invariant", "--mode"), control_every: int = typer.Option(0, "--control-every"),
+          mode: Mode = typer.Option(SERVING_DEFAULT, "--mode"), control_every: int = typer.Option(0, "--control-every"),
           max_steps: int = typer.Option(0, "--max-steps"), seed: int = typer.Option(0, "--seed"),
           resume: bool = typer.Option(False, "--resume"),
           tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="HF tokenizer dir or BPE .txt.gz")) -> None:
     """Dense CLIP training, or MADTP compression to a GFLOPs target (--reduce P)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .errors import UsageError
+    from .data.nlvr import is_nlvr_dir
+    if is_nlvr_dir(data):  # NLVR2 annotations: BLIP NLVR2 training (train/blip_trainer.py)
+        return _train_nlvr(data, output, "blip-nlvr-tiny" if init == "madtp-clip-tiny" else init, reduce, epochs,
+                           batch_size, lr, weight_decay, mode, control_every, max_steps, seed, tokenizer)
+
+    from .files import output_dir
     from .train.trainer import TrainConfig, train as run
 
-    if not 0.0 <= reduce < 1.0:
-        raise UsageError(f"--reduce {reduce}: must be in [0, 1); fix: e.g. --reduce 0.5")
     cfg = TrainConfig(data=str(data), output=str(output), init=init, reduce=reduce, epochs=epochs,
-                      batch_size=batch_size, lr=lr, weight_decay=weight_decay, mode=mode,
+                      batch_size=batch_size, lr=lr, weight_decay=weight_decay, mode=mode.value,
                       control_every=control_every, max_steps=max_steps, seed=seed, resume=resume,
-                      tokenizer=str(tokenizer) if tokenizer else None)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console,
-                  disable=not console.is_terminal) as progress:
+                      tokenizer=str(tokenizer) if tokenizer else None).validate()
+    with output_dir(output, "--output"), \
+            Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console,
+                     disable=not console.is_terminal) as progress:
         r = run(cfg, log=console.print, progress=progress)
     console.print(f"done: GFLOPs/pair {r['gflops_current']:.4f} (target {r['gflops_target']:.4f}, "
                   f"dense {r['gflops_dense']:.4f}), temperature {r['temperature']:.3f}")
@@ -155,7 +271,7 @@ def train(data: Path = typer.Option(..., "--data", help="dataset folder (*_train
 def eval_(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
           data: Path = typer.Option(..., "--data", help="dataset folder"),
           split: str = typer.Option("test", "--split"), batch_size: int = typer.Option(64, "--batch-size"),
-          mode: str = typer.Option("invariant", "--mode"),
+          mode: Mode = typer.Option(SERVING_DEFAULT, "--mode"),
           temperature: Optional[float] = typer.Option(None, "--temperature"),
           tokenizer: Optional[Path] = typer.Option(None, "--tokenizer"),
           json_out: Optional[Path] = typer.Option(None, "--json")) -> None:
@@ -164,10 +280,19 @@ def eval_(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
 
     from . import load
     from .data import dataset
+    from .errors import UsageError
     from .evaluate import evaluate
-    from .files import write_text_atomic
+    from .files import check_output_file, write_text_atomic
+    from .models.inputs import check_batch_size, check_temperature
 
-    m = load(model, mode=mode, temperature=temperature)
+    check_batch_size(batch_size, "--batch-size", error=UsageError)
+    if temperature is not None:
+        check_temperature(temperature, "--temperature", error=UsageError)
+    if json_out:
+        check_output_file(json_out, "--json")
+    m = load(model, mode=mode.value, temperature=temperature)
+    if hasattr(m, "nlvr"):  # BLIP NLVR2: accuracy (train/blip_trainer.py)
+        return _eval_nlvr(m, model, data, split, batch_size, tokenizer, json_out)
     s = dataset.load(data, split)
     r = evaluate(m, s, dataset.tokenizer_for(data, m.spec, tokenizer), batch_size)
     r["model"], r["split"] = model, str(s.annotation)
@@ -189,7 +314,10 @@ def bench(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
           onnx: Optional[Path] = typer.Option(None, "--onnx", help="an exported pruned image .onnx to time"),
           batch_sizes: str = typer.Option("1,8,32", "--batch-sizes"),
           backend: Optional[str] = typer.Option(None, "--backend", help="comma list; default: all available"),
-          mode: str = typer.Option("invariant", "--mode", help="invariant or reference (max-keep)"),
+          variants: Optional[str] = typer.Option(None, "--variants", help="comma list of dense, reference, "
+                                                 "invariant, packed, static (default: all but static)"),
+          capacity_quantile: float = typer.Option(DEFAULT_CAPACITY_QUANTILE, "--capacity-quantile",
+                                                  help="the static variant's capacities"),
           temperature: Optional[float] = typer.Option(None, "--temperature"),
           data: Optional[Path] = typer.Option(None, "--data", help="dataset folder (default: generated scenes)"),
           warmup_s: float = typer.Option(1.0, "--warmup-s"), min_runs: int = typer.Option(10, "--min-runs"),
@@ -203,18 +331,38 @@ def bench(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
 
     from .bench import report as rep
     from .files import write_text_atomic
-    from .bench.runner import BenchConfig, parse_backends, parse_batch_sizes, run_bench
+    from .bench.runner import BenchConfig, parse_backends, parse_batch_sizes, parse_variants, run_bench
 
-    cfg = BenchConfig(model=model, onnx=str(onnx) if onnx else None, batch_sizes=parse_batch_sizes(batch_sizes),
-                      backends=parse_backends(backend), mode=mode, temperature=temperature,
-                      data=str(data) if data else None, warmup_s=warmup_s, min_runs=min_runs)
+    from .errors import UsageError
+    from .files import check_output_file
+    from .models.inputs import check_batch_size, check_number, check_temperature
+
+    sizes = parse_batch_sizes(batch_sizes)
+    for b in sizes:
+        check_batch_size(b, "--batch-sizes", error=UsageError)
+    check_number(warmup_s, "--warmup-s", lo=0.0, hi=3600.0, error=UsageError, fix="seconds from 0 to 3600, e.g. 1")
+    check_number(min_runs, "--min-runs", lo=1, hi=1_000_000, integer=True, error=UsageError,
+                 fix="at least one timed run per batch, e.g. --min-runs 10")
+    if temperature is not None:
+        check_temperature(temperature, "--temperature", error=UsageError)
+    for option, path in (("--json", json_out), ("--markdown", markdown_out), ("--plot", plot_out)):
+        if path:
+            check_output_file(path, option)
+    if plot_out and plot_out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise UsageError(f"--plot {plot_out}: format {plot_out.suffix or '(none)'} unsupported; fix: end the "
+                         f"name in .png, .svg or .pdf")
+    cfg = BenchConfig(model=model, onnx=str(onnx) if onnx else None, batch_sizes=sizes,
+                      backends=parse_backends(backend), variants=parse_variants(variants), temperature=temperature,
+                      capacity_quantile=capacity_quantile, data=str(data) if data else None, warmup_s=warmup_s,
+                      min_runs=min_runs)
     with Progress(TextColumn("{task.description}"), BarColumn(), console=console, transient=True) as progress:
         r = run_bench(cfg, log=console.print, progress=progress)
     rep.validate_report(r)
     console.print(rep.rich_table(r))
     for c in r["comparisons"]:
-        console.print(f"{c['backend']:>14} batch {c['batch']:>3}: pruned speedup {c['speedup']:.2f}x at "
-                      f"{c['gflops_ratio']:.2f}x fewer GFLOPs ({c['speedup_over_gflops_ratio']:.2f} of the ratio)")
+        console.print(f"{c['backend']:>14} batch {c['batch']:>3} {c['variant']:>9}: {c['speedup']:.2f}x faster than "
+                      f"dense at {c['own_gflops_ratio']:.2f}x fewer own-token GFLOPs ({c['speedup_over_own_ratio']:.2f} "
+                      f"of that ratio; the batch computes {c['eff_over_own']:.2f}x its instances' own GFLOPs)")
     for name, why in r["unavailable_backends"].items():
         console.print(f"not run: {name}: {why}", markup=False)
     if json_out:
@@ -223,6 +371,96 @@ def bench(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
         write_text_atomic(markdown_out, rep.markdown(r))
     if plot_out:
         rep.plot(r, plot_out)
+
+
+@app.command()
+def calibrate(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
+              onnx: Optional[Path] = typer.Option(None, "--onnx", help="an exported fp32 encoder .onnx (default: "
+                                                  "export --model's encoders first, cached)"),
+              encoders: str = typer.Option("image,text", "--encoders", help="image, text or image,text"),
+              mode: str = typer.Option("invariant", "--mode"),
+              temperature: Optional[float] = typer.Option(None, "--temperature", help="override the checkpoint's"),
+              data: Optional[Path] = typer.Option(None, "--data", help="dataset folder (default: generated scenes)"),
+              split: str = typer.Option("val", "--split", help="split the samples come from (not the one you "
+                                        "evaluate on)"),
+              calib_set: Optional[Path] = typer.Option(None, "--calib-set", help="an existing .npz set (keys = "
+                                                       "graph input names)"),
+              samples: int = typer.Option(128, "--samples"),
+              method: str = typer.Option("minmax", "--method", help="minmax, entropy or percentile"),
+              quantizer: str = typer.Option("ort", "--quantizer", help="ort, or modelopt (its own venv: "
+                                            "`make modelopt-env`)"),
+              precision: str = typer.Option("int8", "--precision", help="int8, or fp8 (modelopt only)"),
+              quantize_pruning_path: bool = typer.Option(False, "--quantize-pruning-path",
+                                                         help="quantize the score path too (comparison)"),
+              float_copy: bool = typer.Option(True, "--float-copy/--no-float-copy",
+                                              help="the pruning path reads float tensors, not shared Q/DQ copies"),
+              score_minmax: bool = typer.Option(False, "--score-minmax", help="tensors entering the pruning "
+                                                "path keep their full min/max range"),
+              quantize_stem: bool = typer.Option(False, "--quantize-stem", help="quantize the patch embedding "
+                                                 "too (default: float, it reads the pixels)"),
+              float_feeders: bool = typer.Option(False, "--float-feeders", help="also keep in float the "
+                                                 "attention in_proj MatMuls whose q and k make the scores"),
+              per_channel: bool = typer.Option(False, "--per-channel"),
+              seed: int = typer.Option(0, "--seed"),
+              output: Path = typer.Option(Path("calibration"), "--output", help="output folder"),
+              name: Optional[str] = typer.Option(None, "--name", help="suffix of the quantized file "
+                                                 "(default: int8, int8-pp, ...)")) -> None:
+    """Calibration set + manifest, and a static-quantized Q/DQ ONNX with the pruning path in float."""
+    from .quant.quantize import QuantConfig
+    from .quant.run import calibrate as run, parse_encoders
+
+    cfg = QuantConfig(method=method, quantizer=quantizer, precision=precision,
+                      quantize_pruning_path=quantize_pruning_path, float_copy=float_copy,
+                      score_minmax=score_minmax, per_channel=per_channel, float_stem=not quantize_stem,
+                      exclude_feeders=float_feeders)
+    results = run(model=model, onnx=onnx, encoders=parse_encoders(encoders), mode=mode, temperature=temperature,
+                  data=data, split=split, calib_set=calib_set, samples=samples, seed=seed, output=output,
+                  name=name, cfg=cfg, log=console.print)
+    for r in results:
+        q = r["info"]["quantization"]
+        console.print(f"wrote {r['onnx']} ({len(q['quantized_nodes'])} nodes quantized, "
+                      f"{len(q['excluded_nodes'])} excluded) and {r['sidecar'].name}; set {r['calib_set']}")
+
+
+def _train_nlvr(data, output, init, reduce, epochs, batch_size, lr, weight_decay, mode, control_every, max_steps,
+                seed, tokenizer) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .files import output_dir
+    from .train.blip_trainer import BlipTrainConfig, train as run
+
+    cfg = BlipTrainConfig(data=str(data), output=str(output), init=init, reduce=reduce, epochs=epochs,
+                          batch_size=batch_size, lr=lr, weight_decay=weight_decay, mode=Mode(mode).value,
+                          control_every=control_every, max_steps=max_steps, seed=seed,
+                          tokenizer=str(tokenizer) if tokenizer else None)
+    with output_dir(output, "--output"), \
+            Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console,
+                     disable=not console.is_terminal) as progress:
+        r = run(cfg, log=console.print, progress=progress)
+    console.print(f"done: val accuracy {r['val_accuracy']:.1f}, GFLOPs/instance {r['gflops_current']:.5f} "
+                  f"(target {r['gflops_target']:.5f}, dense {r['gflops_dense']:.5f}), temperature {r['temperature']:.3f}")
+
+
+def _eval_nlvr(m, model, data, split, batch_size, tokenizer, json_out) -> None:
+    import json
+
+    from .data import nlvr
+    from .files import write_text_atomic
+    from .train.blip_trainer import evaluate, tokenizer_for
+
+    s = nlvr.load(data, split)
+    r = evaluate(m, s, tokenizer_for(data, tokenizer), batch_size)
+    r["model"], r["split"] = model, str(s.annotation)
+    table = Table(title=f"{model} on {s.annotation.name} ({m.mode}, batch {batch_size}, T {m.temperature:g})")
+    for k in ("accuracy", "GFLOPs/instance", "dense", "reduction"):
+        table.add_column(k, justify="right")
+    table.add_row(f"{r['accuracy']:.2f}", f"{r['gflops']:.5f}", f"{r['gflops_dense']:.5f}",
+                  f"{100 * r['gflops_reduction']:.1f}%")
+    console.print(table)
+    console.print(f"kept image tokens per layer: {[round(v, 1) for v in r['kept_image_per_layer']]}; "
+                  f"text: {[round(v, 1) for v in r['kept_text_per_layer']]}")
+    if json_out:
+        write_text_atomic(json_out, json.dumps(r, indent=2))
 
 
 def main() -> None:  # pragma: no cover - console entry point

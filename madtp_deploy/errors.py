@@ -32,6 +32,18 @@ class RuntimeBackendError(MadtpError):
     """A runtime backend that is unknown or unavailable on this machine."""
 
 
+class OutputError(MadtpError):
+    """An output path (--json, --plot, --output, ...) that cannot be written."""
+
+
+class InputError(MadtpError, ValueError):
+    """A tensor passed to the public API with the wrong dtype, shape or values."""
+
+
 class UsageError(MadtpError):
     """A command-line value that cannot be parsed (batch-size list, backend name, ...)."""
+
+
+class CalibrationError(MadtpError):
+    """A calibration set or a graph to quantize that cannot be used (madtp_deploy.quant)."""
 

@@ -7,18 +7,20 @@ import torch
 from . import flops
 from .data.retrieval import RetrievalSplit
 from .models.clip import MadtpCLIP
+from .models.inputs import check_batch_size
 
 
 @torch.no_grad()
 def embed(model: MadtpCLIP, split: RetrievalSplit, tokenizer, batch_size: int = 64, pixels=None):
     pixels = split.pixels(model.spec.image_size) if pixels is None else pixels
-    ids, mask = tokenizer(split.captions, where=str(split.annotation))
+    ids, mask = split.tokenize(tokenizer)
     return encode_all(model, pixels, ids, mask, batch_size)
 
 
 @torch.no_grad()
 def encode_all(model: MadtpCLIP, pixels, ids, mask, batch_size: int = 64):
     """(image embeds, image kept, text embeds, text kept, text tokens in), in batches."""
+    check_batch_size(batch_size, "batch_size")
     img, ikept, txt, tkept, tin = [], [], [], [], []
     for i in range(0, len(pixels), batch_size):
         e = model.encode_image(pixels[i:i + batch_size])
@@ -65,8 +67,8 @@ def evaluate(model: MadtpCLIP, split: RetrievalSplit, tokenizer, batch_size: int
     fi = flops.image_flops(model.spec, ikept, pruning)
     ft = flops.text_flops(model.spec, tin, tkept, pruning)
     per_pair = flops.pair_gflops(fi, ft)
-    dense = (flops.image_flops(model.spec, flops.dense_image_kept(model.spec), False).gflops
-             + flops.text_flops(model.spec, tin[:1], flops.dense_text_kept(model.spec, 1, int(tin[0])), False).gflops)
+    dense_image, dense_text = flops.dense_flops(model.spec, int(tin[0]))
+    dense = dense_image.gflops + dense_text.gflops
     return {
         **recalls(img, txt, split),
         "mode": model.mode, "batch_size": batch_size, "temperature": model.temperature,

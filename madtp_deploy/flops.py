@@ -79,3 +79,23 @@ def dense_image_kept(spec: ClipSpec, batch: int = 1) -> torch.Tensor:
 
 def dense_text_kept(spec: ClipSpec, batch: int = 1, length: int | None = None) -> torch.Tensor:
     return torch.full((batch, spec.text_layers), length or spec.context_length, dtype=torch.long)
+
+
+def dense_flops(spec: ClipSpec, text_tokens: int | None = None) -> tuple[Flops, Flops]:
+    """(image, text) FLOPs of one instance of the dense model (no pruning machinery); the text at
+    `text_tokens` tokens (default: the full context). One definition for `info`, eval and bench."""
+    n = text_tokens or spec.context_length
+    image = image_flops(spec, dense_image_kept(spec), pruning=False)
+    text = text_flops(spec, torch.tensor([n]), dense_text_kept(spec, 1, n), pruning=False)
+    return image, text
+
+
+def packed_image_flops(spec: ClipSpec, kept: torch.Tensor) -> Flops:
+    """What a packed batch computes per instance: the per-token work (projections, MLP, MAG, DTP)
+    on its own tokens, attention (QKᵀ and AV) padded to the batch's longest sequence in each layer."""
+    own = image_flops(spec, kept, pruning=True)
+    tokens_in = torch.full((kept.shape[0], 1), spec.vision_tokens, dtype=torch.long)
+    n_own = torch.cat([tokens_in, kept[:, :-1]], 1).double()
+    n_pad = n_own.amax(0, keepdim=True)
+    extra = 2 * (n_pad ** 2 - n_own ** 2) * spec.vision_width
+    return Flops(own.macs + extra.sum(1), own.per_layer + extra)

@@ -101,3 +101,83 @@ register(ClipSpec("clip-tiny-test", 32, 8, 128, 2, 2, 256, 16, 64, 128, 2, 2, 25
 # The shipped demo model's geometry (trained by `madtp-deploy train` on the generated scenes).
 register(ClipSpec("madtp-clip-tiny", 64, 8, 128, 4, 2, 512, 16, 64, 128, 4, 2, 512, 64,
                   sd_num=32, sd_dim=64, eot_token_id=63))
+
+
+@dataclass(frozen=True)
+class BlipSpec:
+    """BLIP (ViT + BERT text/fusion encoder) for NLVR2 or image-text retrieval, with MADTP.
+
+    BLIP's MAG has no per-layer map: tokens meet `space_dict` directly, so sd_dim must equal both
+    widths. Heads follow a head width of 64 (BLIP's configs) unless a spec says otherwise.
+    """
+    name: str
+    task: str                      # "nlvr" or "retrieval"
+    image_size: int
+    patch_size: int
+    vision_width: int
+    vision_layers: int
+    vision_heads: int
+    vision_mlp: int
+    vocab_size: int
+    text_width: int
+    text_layers: int
+    text_heads: int
+    text_mlp: int
+    max_positions: int = 512
+    embed_dim: int = 256           # retrieval: ITC embedding size (vision_proj / text_proj)
+    merge_from: int = 6            # nlvr: text layers >= merge_from fuse the two images with merge_layer
+    sd_num: int = 100
+    sd_dim: int = 768
+    vision_eps: float = 1e-6
+    text_eps: float = 1e-12
+    enc_token_id: int | None = None  # [ENC]; None: the last id (bert-base-uncased + [DEC], [ENC])
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def vision_tokens(self) -> int:
+        return self.grid * self.grid + 1
+
+    @property
+    def enc_id(self) -> int:
+        return self.vocab_size - 1 if self.enc_token_id is None else self.enc_token_id
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BlipSpec":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise SpecError(f"spec: unknown field(s) {', '.join(unknown)}; fix: remove them")
+        return cls(**d)
+
+    def validate(self) -> "BlipSpec":
+        if self.task not in ("nlvr", "retrieval"):
+            raise SpecError(f"spec {self.name}: task {self.task!r} unsupported; fix: nlvr or retrieval")
+        for tower, width, heads in (("vision", self.vision_width, self.vision_heads),
+                                    ("text", self.text_width, self.text_heads)):
+            if heads < 1 or width % heads:
+                raise SpecError(f"spec {self.name}: {tower}_width {width} is not divisible by "
+                                f"{tower}_heads {heads}; fix: choose heads that divide the width")
+        if self.image_size % self.patch_size:
+            raise SpecError(f"spec {self.name}: image_size {self.image_size} is not a multiple of "
+                            f"patch_size {self.patch_size}")
+        if not self.sd_dim == self.vision_width == self.text_width:
+            raise SpecError(f"spec {self.name}: sd_dim {self.sd_dim} must equal vision_width {self.vision_width} "
+                            f"and text_width {self.text_width} (BLIP's MAG has no projection); fix: make them equal")
+        return self
+
+
+# BLIP ViT-B/16 at 384 px + BERT-base (bert-base-uncased with [DEC], [ENC]): the reference's NLVR2 model.
+register(BlipSpec("blip-nlvr", "nlvr", 384, 16, 768, 12, 12, 3072, 30524, 768, 12, 12, 3072))
+# The reference's BLIP retrieval model (COCO / Flickr30K), ITC embeddings of 256.
+register(BlipSpec("blip-retrieval", "retrieval", 384, 16, 768, 12, 12, 3072, 30524, 768, 12, 12, 3072))
+# Tiny geometries for tests and the generated NLVR task: width 128 (2 heads of 64), 2 layers, 32 px.
+register(BlipSpec("blip-nlvr-tiny", "nlvr", 32, 8, 128, 2, 2, 256, 64, 128, 2, 2, 256, max_positions=32,
+                  merge_from=1, sd_num=16, sd_dim=128))
+register(BlipSpec("blip-retrieval-tiny", "retrieval", 32, 8, 128, 2, 2, 256, 64, 128, 2, 2, 256,
+                  max_positions=32, embed_dim=64, sd_num=16, sd_dim=128))

@@ -10,21 +10,28 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import onnx
 
+from ..files import temp_dir
+
+
+LAYOUT_CALLS = ("models/layout.py", "lay.rows(", "lay.unrows(", "lay.mag_rows(", "lay.mag_tokens(", "make_layout(")
+
 
 def _category(trace: str) -> str:
     # the exporter keeps the outer frames: the call sites in models/clip.py name the stage
+    if any(k in trace for k in LAYOUT_CALLS):  # packing and unpacking rows (models/layout.py)
+        return "layout"
     if "pruning/dtp.py" in trace or "pruning/step.py" in trace or "prune_step(" in trace:
         return "dtp"
     if "pruning/mag.py" in trace or "q_map" in trace or "token_attention_map(" in trace:
         return "mag"
     if "self._bias(" in trace:
         return "masking"
+
     return "model"
 
 
@@ -46,12 +53,12 @@ def machinery_share(path: Path, feeds: list[dict], runs: int = 20) -> dict:
     opts.log_severity_level = 3
     # keep node names: fusions would merge machinery and model nodes and blur the attribution
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    d = tempfile.mkdtemp(prefix="ortprof-")
-    opts.profile_file_prefix = os.path.join(d, "prof")
-    s = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    for i in range(runs):
-        s.run(None, feeds[i % len(feeds)])
-    events = json.loads(Path(s.end_profiling()).read_text())
+    with temp_dir("ortprof-") as d:  # the profile (MBs of JSON) is read here, then removed
+        opts.profile_file_prefix = os.path.join(d, "prof")
+        s = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        for i in range(runs):
+            s.run(None, feeds[i % len(feeds)])
+        events = json.loads(Path(s.end_profiling()).read_text())
     total = defaultdict(float)
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):

@@ -19,21 +19,36 @@ def validate_report(report: dict) -> None:
 def _rows(report: dict):
     for r in report["results"]:
         if "error" in r:
-            yield [r["backend"], r["variant"], str(r.get("batch", "-")), "error: " + r["error"][:60], "", "", "", "", ""]
+            yield [r["backend"], r["variant"], str(r.get("batch", "-")), "error: " + r["error"][:60]] + [""] * 6
             continue
         yield [r["backend"], r["variant"], str(r["batch"]), f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}",
-               f"{r['throughput_per_s']:.1f}", f"{r['gflops_per_instance']['mean']:.4f}",
-               f"{r['gflops_effective_per_instance']:.4f}", f"{r['over_floor']:.1f}x"]
+               f"{r['throughput_per_s']:.1f}", f"{r['gflops_own_per_instance']:.4f}",
+               f"{r['gflops_effective_per_instance']:.4f}", f"{r['eff_over_own']:.2f}", f"{r['over_floor']:.1f}x"]
 
 
-HEADER = ["backend", "variant", "batch", "median ms", "p90 ms", "img/s", "GFLOPs/inst", "eff. GFLOPs", "x floor"]
+HEADER = ["backend", "variant", "batch", "median ms", "p90 ms", "img/s", "GFLOPs/inst (own tokens)",
+          "eff. GFLOPs/inst", "eff / own", "x floor"]
+CMP_HEADER = ["backend", "batch", "variant", "speedup vs dense", "own-tokens GFLOPs ratio", "eff. GFLOPs ratio",
+              "eff / own", "speedup / own ratio", "speedup / eff. ratio", "vs padded invariant"]
+
+
+def _cmp_rows(report: dict):
+    for c in report["comparisons"]:
+        vs = c.get("speedup_vs_invariant")
+        yield [c["backend"], str(c["batch"]), c["variant"], f"{c['speedup']:.2f}x", f"{c['own_gflops_ratio']:.2f}x",
+               f"{c['gflops_ratio']:.2f}x", f"{c['eff_over_own']:.2f}", f"{c['speedup_over_own_ratio']:.2f}",
+               f"{c['speedup_over_gflops_ratio']:.2f}", f"{vs:.2f}x" if vs else "-"]
+
+
+def _title(report: dict) -> str:
+    m = report["model"]
+    return f"{m['source']} ({m['spec']['name']}) image encoder, T {m['temperature']:g}, variants {', '.join(m['variants'])}"
 
 
 def rich_table(report: dict):
     from rich.table import Table
 
-    t = Table(title=f"{report['model']['source']} image encoder, mode {report['model']['mode']}, "
-                    f"T {report['model']['temperature']:g}")
+    t = Table(title=_title(report))
     for h in HEADER:
         t.add_column(h, justify="right")
     for row in _rows(report):
@@ -43,22 +58,27 @@ def rich_table(report: dict):
 
 def markdown(report: dict) -> str:
     m = report["machine"]
-    lines = [f"Model `{report['model']['source']}` ({report['model']['spec']['name']}), image encoder, "
-             f"mode `{report['model']['mode']}`, temperature {report['model']['temperature']:g}.",
+    lines = [_title(report) + ".",
              f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, onnxruntime {m['onnxruntime']}; "
              f"GEMM rate " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in report["gemm_gflops"].items()) + ".", "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in _rows(report)]
-    lines += ["", "| backend | batch | pruned speedup | GFLOPs ratio | speedup / GFLOPs ratio |", "|---|---|---|---|---|"]
-    lines += [f"| {c['backend']} | {c['batch']} | {c['speedup']:.2f}x | {c['gflops_ratio']:.2f}x | "
-              f"{c['speedup_over_gflops_ratio']:.2f} |" for c in report["comparisons"]]
+    lines += ["", "| " + " | ".join(CMP_HEADER) + " |", "|" + "---|" * len(CMP_HEADER)]
+    lines += ["| " + " | ".join(r) + " |" for r in _cmp_rows(report)]
+    if report.get("graphs"):
+        lines += ["", "| graph | ONNX nodes | after onnxruntime's optimizations | nodes per pruned layer (written / ORT) |",
+                  "|---|---|---|---|"]
+        for v, g in report["graphs"].items():
+            per = (f"{g['nodes_per_pruned_layer']:.1f} / {g['nodes_ort_per_pruned_layer']:.1f}"
+                   if "nodes_per_pruned_layer" in g else "-")
+            lines.append(f"| {v} | {g['nodes']} | {g['nodes_ort']} | {per} |")
     if report.get("unavailable_backends"):
         lines += ["", "Not run here: " + "; ".join(f"`{k}`: {v}" for k, v in report["unavailable_backends"].items())]
-    if "machinery_share_ort" in report:
-        ms = report["machinery_share_ort"]
-        lines += ["", f"Pruning machinery share of the pruned ORT graph at batch {ms['batch']}: DTP (scores, "
+    for v, ms in report.get("machinery_share_ort", {}).items():
+        lines += ["", f"Pruning machinery share of the `{v}` ORT graph at batch {ms['batch']}: DTP (scores, "
                       f"threshold, top-K, gather, package) {100 * ms.get('dtp', 0):.1f}%, MAG map "
-                      f"{100 * ms.get('mag', 0):.1f}%, masking {100 * ms.get('masking', 0):.1f}% ({ms['method']})."]
+                      f"{100 * ms.get('mag', 0):.1f}%, masking {100 * ms.get('masking', 0):.1f}%, layout (pack / "
+                      f"unpack) {100 * ms.get('layout', 0):.1f}% ({ms['method']})."]
     return "\n".join(lines) + "\n"
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ import torch
 
 from .. import flops
 from ..errors import RuntimeBackendError, UsageError
-from ..files import read_json
+from ..files import read_json, temp_dir
 from ..models.clip import MadtpCLIP
 from ..onnx.io import encoder_io
 from ..runtime.sessions import available_backends
@@ -33,8 +32,9 @@ class BenchConfig:
     onnx: str | None = None
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
     backends: list[str] | None = None      # None: every backend available here
-    mode: str = "reference"
+    variants: list[str] | None = None      # None: dense, reference, invariant, packed
     temperature: float | None = None
+    capacity_quantile: float = 0.99         # the static variant's capacities
     data: str | None = None
     warmup_s: float = 1.0
     min_runs: int = 10
@@ -70,24 +70,32 @@ def bench_images(model: MadtpCLIP, data: str | None, n: int) -> torch.Tensor:
     """Real inputs: the dataset's test images, or the generated scenes (written to a temp folder)."""
     from ..data import dataset, scenes
 
-    if data is None:
-        root = Path(tempfile.mkdtemp(prefix="bench-scenes-"))
-        scenes.generate(root, n_train=0, n_val=0, n_test=n, seed=123)
-        data = root
+    if data is None:  # the PNGs live only as long as it takes to read them
+        with temp_dir("bench-scenes-") as root:
+            scenes.generate(root, n_train=0, n_val=0, n_test=n, seed=123)
+            split = dataset.load(root, "test")
+            return split.pixels(model.spec.image_size, range(min(n, len(split.images))))
     split = dataset.load(Path(data), "test")
     return split.pixels(model.spec.image_size, range(min(n, len(split.images))))
 
 
-def _export_cached(model: MadtpCLIP, cache: Path, label: str, weights_hash: str) -> Path:
-    """The image encoder's ONNX (the only one the bench times), keyed on weights, settings and code."""
-    from ..onnx.export import export_model
+def _cached_export(model: MadtpCLIP, cache: Path, label: str, weights_hash: str) -> Path:
+    """The image encoder's ONNX for this model and mode, reused from `cache` when an artifact's
+    sidecar records the same weights, temperature, mode, capacities and graph code; else exported."""
+    from ..onnx.export import export_model, graph_code_sha256
 
-    code = b"".join(f.read_bytes() for f in sorted(Path(__file__).parents[1].glob("**/*.py")))  # stale-proof
-    key = hashlib.sha256(f"{weights_hash}-{model.temperature}-{model.mode}".encode() + code).hexdigest()[:16]
+    want = {"weights_sha256": weights_hash, "temperature": model.temperature, "mode": model.mode,
+            "capacity": list(model.capacity["image"]) if model.capacity else None,
+            "graph_code_sha256": graph_code_sha256()}
+    key = hashlib.sha256(repr(sorted(want.items())).encode()).hexdigest()[:16]
     path = cache / f"{label}-{key}.image.onnx"
-    if not path.exists():
-        export_model(model, cache, f"{label}-{key}", source="bench", validate=False, log=lambda *_: None,
-                     encoders=("image",), weights_hash=weights_hash)
+    side = path.with_suffix(".json")
+    if path.exists() and side.exists():
+        m = read_json(side, RuntimeBackendError, "sidecar missing", "delete the bench cache (make clean)")["model"]
+        if all(m.get(k) == v for k, v in want.items()):
+            return path
+    export_model(model, cache, f"{label}-{key}", source="bench", validate=False, log=lambda *_: None,
+                 encoders=("image",), weights_hash=weights_hash)
     return path
 
 
@@ -109,9 +117,8 @@ def _torch_runner(model: MadtpCLIP, compiled: bool):
 def _ort_runner(path: Path):
     from ..runtime import open_session
 
-    # two sessions take turns (dense, pruned): without this, the idle one's threads spin on the cores
+    # sessions take turns (dense, pruned variants): without this, idle threads spin on the cores
     s = open_session(path, backend="ort", spinning=False)
-
     name = s.input_names[0]  # the image graph's one input, as its IO contract names it
 
     def run(pixels):
@@ -136,8 +143,85 @@ def machine_info() -> dict:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def run_bench(cfg: BenchConfig, log=print, progress=None) -> dict:
+PRUNED_VARIANTS = ("reference", "invariant", "packed", "static")
+DEFAULT_VARIANTS = ("dense", "reference", "invariant", "packed")
+
+
+def parse_variants(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in ("dense",) + PRUNED_VARIANTS]
+    if bad or "dense" not in names or len(names) < 2:
+        raise UsageError(f"--variants {text!r}: need dense and at least one of {', '.join(PRUNED_VARIANTS)}"
+                         f"{' (unknown: ' + ', '.join(bad) + ')' if bad else ''}; fix: e.g. dense,invariant,packed")
+    return names
+
+
+def _load_variants(cfg: BenchConfig, log) -> tuple[dict, dict, str]:
+    """{variant: eager model}, {variant: given ONNX path}, and the source, for the configuration."""
     from ..api import load
+    from ..capacity import fit_profiles, apply
+
+    source, temperature, given = cfg.model, cfg.temperature, {}
+    variants = list(cfg.variants or DEFAULT_VARIANTS)
+    side = None
+    if cfg.onnx:  # the eager and dense variants come from the model the ONNX was exported from
+        if not Path(cfg.onnx).is_file():
+            raise RuntimeBackendError(f"{cfg.onnx}: no such ONNX file; fix: run `madtp-deploy export` first")
+        side = read_json(Path(cfg.onnx).with_suffix(".json"), RuntimeBackendError, "sidecar missing",
+                         "export with `madtp-deploy export`, which writes it")
+        m = side["model"]
+        source, temperature = m["source"], m["temperature"]
+        variant = "static" if m.get("capacity") else m["mode"]
+        variants, given = ["dense", variant], {variant: Path(cfg.onnx)}
+    models = {"dense": load(source, mode="invariant", temperature=0.0)}
+    for v in variants[1:]:
+        models[v] = load(source, mode="invariant" if v == "static" else v, temperature=temperature)
+        if models[v].temperature <= 0:
+            raise UsageError(f"{source}: temperature is 0 (a dense model): nothing to compare; fix: pass "
+                             f"--temperature T or a MADTP checkpoint")
+    if "static" in models:
+        if side is not None:
+            models["static"].capacity = {"image": tuple(side["model"]["capacity"])}
+        else:
+            from ..onnx.export import weights_sha256
+
+            profiles = fit_profiles(models["static"], ("image",), cfg.capacity_quantile, None, 256, str(source),
+                                    weights_sha256(models["static"]))
+            apply(models["static"], profiles)
+            log(f"static: capacities {profiles['image'].capacity} (quantile {cfg.capacity_quantile:g})")
+    return models, given, str(source)
+
+
+def _effective(variant: str, spec, kept: list[np.ndarray], capacity=None) -> torch.Tensor:
+    """Per-instance GFLOPs of what each timed batch computes, in this variant's layout."""
+    if variant == "packed":
+        return torch.cat([flops.packed_image_flops(spec, torch.from_numpy(o)).gflops for o in kept])
+    if variant == "static":
+        from ..capacity import capacity_kept
+
+        return flops.image_flops(spec, capacity_kept(list(capacity), sum(len(o) for o in kept)), True).gflops
+    padded = torch.cat([torch.from_numpy(o).max(0, keepdim=True).values.expand(len(o), -1) for o in kept])
+    return flops.image_flops(spec, padded, variant != "dense").gflops
+
+
+def _graph_nodes(path: Path) -> dict:
+    """Node counts of an exported graph, as written and after onnxruntime's optimizations."""
+    import onnx
+    import onnxruntime as ort
+
+    with temp_dir("ort-opt-") as d:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.optimized_model_filepath = str(d / "opt.onnx")
+        opts.log_severity_level = 3
+        ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        after = len(onnx.load(str(d / "opt.onnx"), load_external_data=False).graph.node)
+    return {"nodes": len(onnx.load(str(path), load_external_data=False).graph.node), "nodes_ort": after}
+
+
+def run_bench(cfg: BenchConfig, log=print, progress=None) -> dict:
     from ..onnx.export import weights_sha256
 
     reasons = available_backends()
@@ -148,38 +232,33 @@ def run_bench(cfg: BenchConfig, log=print, progress=None) -> dict:
         for b in cfg.backends:
             if reasons.get(b):
                 raise RuntimeBackendError(f"--backend {b}: unavailable: {reasons[b]}")
-    source, mode, temperature = cfg.model, cfg.mode, cfg.temperature
-    if cfg.onnx:  # the eager and dense variants come from the model the ONNX was exported from
-        if not Path(cfg.onnx).is_file():
-            raise RuntimeBackendError(f"{cfg.onnx}: no such ONNX file; fix: run `madtp-deploy export` first")
-        side = read_json(Path(cfg.onnx).with_suffix(".json"), RuntimeBackendError, "sidecar missing",
-                         "export with `madtp-deploy export`, which writes it")["model"]
-        source, mode, temperature = side["source"], side["mode"], side["temperature"]
-
-    pruned = load(source, mode=mode, temperature=temperature)
-    if pruned.temperature <= 0:
-        raise UsageError(f"{source}: temperature is 0 (a dense model): nothing to compare; fix: pass "
-                         f"--temperature T or a MADTP checkpoint")
-    dense = load(source, mode=mode, temperature=0.0)
-    weights_hash = weights_sha256(pruned)  # dense has the same weights
+    models, given, source = _load_variants(cfg, log)
+    pruned = next(m for v, m in models.items() if v != "dense")
+    spec = pruned.spec
+    weights_hash = weights_sha256(pruned)  # every variant has the same weights
     images = bench_images(pruned, cfg.data, cfg.pool)
-    log(f"bench {pruned.spec.name}: T {pruned.temperature:g}, mode {mode}, {len(images)} real images, "
+    log(f"bench {spec.name}: T {pruned.temperature:g}, variants {', '.join(models)}, {len(images)} real images, "
         f"backends {', '.join(wanted)}" + (f"; unavailable: {', '.join(unavailable)}" if unavailable else ""))
 
     rates = {"torch": gemm.torch_gemm_gflops()}
     if any(b.startswith("ort") for b in wanted):
         rates["ort"] = gemm.ort_gemm_gflops()
     cache = Path(cfg.cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    onnx_paths = {}
+    onnx_paths, graphs = {}, {}
     if "ort" in wanted:
-        onnx_paths["pruned"] = Path(cfg.onnx) if cfg.onnx else _export_cached(pruned, cache, "pruned", weights_hash)
-        onnx_paths["dense"] = _export_cached(dense, cache, "dense", weights_hash)
+        cache.mkdir(parents=True, exist_ok=True)
+        for v, m in models.items():
+            onnx_paths[v] = given.get(v) or _cached_export(m, cache, v, weights_hash)
+            graphs[v] = _graph_nodes(onnx_paths[v])
+        layers = spec.vision_layers
+        for v in graphs:
+            if v != "dense":
+                graphs[v]["nodes_per_pruned_layer"] = (graphs[v]["nodes"] - graphs["dense"]["nodes"]) / layers
+                graphs[v]["nodes_ort_per_pruned_layer"] = (graphs[v]["nodes_ort"] - graphs["dense"]["nodes_ort"]) / layers
 
     results, compile_notes = [], {}
-    total = len(wanted) * len(cfg.batch_sizes) * 2
+    total = len(wanted) * len(cfg.batch_sizes) * len(models)
     task = progress.add_task("bench", total=total) if progress else None
-    models = {"dense": dense, "pruned": pruned}
     for backend in wanted:
         runners = {}
         for variant, model in models.items():
@@ -205,13 +284,13 @@ def run_bench(cfg: BenchConfig, log=print, progress=None) -> dict:
                 results += [{"backend": backend, "variant": v, "batch": b,
                              "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"} for v in runners]
                 continue
+            own = _own_gflops(models, timed, batches)
             for variant, (lat, outs, peak) in timed.items():
                 model = models[variant]
                 kept = torch.from_numpy(np.concatenate(outs))
-                on = variant == "pruned"
-                per = flops.image_flops(model.spec, kept, on).gflops
-                padded = torch.cat([torch.from_numpy(o).max(0, keepdim=True).values.expand(len(o), -1) for o in outs])
-                eff = flops.image_flops(model.spec, padded, on).gflops
+                per = flops.image_flops(spec, kept, variant != "dense").gflops
+                eff = _effective(variant, spec, outs, (model.capacity or {}).get("image"))
+                own_v = per if variant == "dense" else own[: len(per)]
                 st = timing.stats(lat)
                 rate = rates["ort" if backend.startswith("ort") else "torch"]
                 floor_ms = float(eff.mean()) * b / rate * 1e3
@@ -219,43 +298,83 @@ def run_bench(cfg: BenchConfig, log=print, progress=None) -> dict:
                     "backend": backend, "variant": variant, "batch": b, **st,
                     "throughput_per_s": b / (st["median_ms"] / 1e3),
                     "gflops_per_instance": {"mean": float(per.mean()), "min": float(per.min()), "max": float(per.max())},
+                    "gflops_own_per_instance": float(own_v.mean()),
                     "gflops_effective_per_instance": float(eff.mean()),
+                    "eff_over_own": float(eff.mean() / own_v.mean()),
                     "kept_per_layer": [float(v) for v in kept.double().mean(0)],
                     "peak_rss_mb": peak,
                     "floor_ms": floor_ms, "over_floor": st["median_ms"] / floor_ms if floor_ms else None,
                 })
             if progress:
-                progress.update(task, advance=2, description=f"{backend} b{b}")
-    comparisons = []
-    for backend in wanted:
-        for b in cfg.batch_sizes:
-            d = next((r for r in results if r["backend"] == backend and r.get("batch") == b
-                      and r["variant"] == "dense" and "error" not in r), None)
-            p = next((r for r in results if r["backend"] == backend and r.get("batch") == b
-                      and r["variant"] == "pruned" and "error" not in r), None)
-            if d and p:
-                speedup = d["median_ms"] / p["median_ms"]
-                ratio = d["gflops_per_instance"]["mean"] / p["gflops_effective_per_instance"]
-                comparisons.append({"backend": backend, "batch": b, "speedup": speedup, "gflops_ratio": ratio,
-                                    "speedup_over_gflops_ratio": speedup / ratio})
+                progress.update(task, advance=len(models), description=f"{backend} b{b}")
     report = {
-        "schema": "madtp-deploy/bench/1",
+        "schema": "madtp-deploy/bench/2",
         "config": asdict(cfg),
         "machine": machine_info(),
-        "model": {"source": source, "spec": pruned.spec.to_dict(), "temperature": pruned.temperature,
-                  "mode": mode, "weights_sha256": weights_hash},
+        "model": {"source": source, "spec": spec.to_dict(), "temperature": pruned.temperature,
+                  "variants": list(models), "weights_sha256": weights_hash,
+                  "capacity": list(models["static"].capacity["image"]) if "static" in models else None},
         "encoder": "image",
         "gemm_gflops": rates,
         "unavailable_backends": unavailable,
+        "graphs": graphs,
         "results": results,
-        "comparisons": comparisons,
+        "comparisons": _comparisons(results, wanted, cfg.batch_sizes),
         "notes": {"torch-compile": compile_notes,
-                  "gflops": "2 FLOPs per multiply-add; per_instance from each instance's kept counts, effective "
-                            "= what the padded batch computes (max kept per layer)"},
+                  "gflops": "2 FLOPs per multiply-add. per_instance: from the kept counts each variant reports "
+                            "(reference: the batch's max-keep); own: from each instance's own (batch-1, invariant) "
+                            "decisions; effective: what the batch computes (padded variants: the batch's largest "
+                            "count per layer; packed: own tokens for per-token work, attention padded; static: "
+                            "the capacities)"},
     }
-    if cfg.profile and "pruned" in onnx_paths:
+    if cfg.profile and "ort" in wanted:
         b = 8 if 8 in cfg.batch_sizes else cfg.batch_sizes[0]
         name = encoder_io(pruned, "image").input_names[0]
         feeds = [{name: images[(i * b + np.arange(b)) % len(images)].numpy()} for i in range(4)]
-        report["machinery_share_ort"] = {"batch": b, **profile.machinery_share(onnx_paths["pruned"], feeds)}
+        report["machinery_share_ort"] = {v: {"batch": b, **profile.machinery_share(onnx_paths[v], feeds)}
+                                         for v in models if v != "dense"}
     return report
+
+
+def _own_gflops(models: dict, timed: dict, batches: list) -> torch.Tensor:
+    """Per-instance GFLOPs of each instance's own decisions, over the timed calls in order."""
+    exact = next((v for v in ("invariant", "packed") if v in timed), None)
+    if exact is not None:
+        kept = np.concatenate(timed[exact][1])
+    else:  # reference or static only: ask the eager invariant model, call by call
+        m = next(m for v, m in models.items() if v != "dense")
+        saved_mode, saved_cap = m.mode, m.capacity
+        m.mode, m.capacity = "invariant", None
+        try:
+            with torch.inference_mode():
+                n = len(timed[next(iter(timed))][1])
+                kept = np.concatenate([m.encode_image(batches[i % len(batches)]).kept.numpy() for i in range(n)])
+        finally:
+            m.mode, m.capacity = saved_mode, saved_cap
+    return flops.image_flops(next(iter(models.values())).spec, torch.from_numpy(kept), True).gflops
+
+
+def _comparisons(results: list, backends: list, batch_sizes: list) -> list:
+    """Every pruned variant against dense (and packed against padded invariant) on one backend and batch."""
+    out = []
+    for backend in backends:
+        for b in batch_sizes:
+            ok = {r["variant"]: r for r in results
+                  if r["backend"] == backend and r.get("batch") == b and "error" not in r}
+            d = ok.get("dense")
+            if d is None:
+                continue
+            dense_gf = d["gflops_per_instance"]["mean"]
+            for v, r in ok.items():
+                if v == "dense":
+                    continue
+                speedup = d["median_ms"] / r["median_ms"]
+                own_ratio = dense_gf / r["gflops_own_per_instance"]
+                eff_ratio = dense_gf / r["gflops_effective_per_instance"]
+                row = {"backend": backend, "batch": b, "variant": v, "speedup": speedup,
+                       "own_gflops_ratio": own_ratio, "gflops_ratio": eff_ratio, "eff_over_own": r["eff_over_own"],
+                       "speedup_over_own_ratio": speedup / own_ratio, "speedup_over_gflops_ratio": speedup / eff_ratio}
+                if v == "packed" and "invariant" in ok:
+                    row["speedup_vs_invariant"] = ok["invariant"]["median_ms"] / r["median_ms"]
+                out.append(row)
+    return out

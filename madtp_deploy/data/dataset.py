@@ -33,7 +33,8 @@ def tokenizer_for(data: Path, spec: ClipSpec, tokenizer: Path | None = None):
             return HFTokenizer(tokenizer, spec.context_length)
         if tokenizer.name.endswith(".gz"):
             return openai_bpe_tokenizer(tokenizer, spec.context_length)
-        raise DataError(f"{tokenizer}: not a tokenizer directory or BPE .txt.gz file")
+        raise DataError(f"--tokenizer {tokenizer}: not a tokenizer directory or BPE .txt.gz file; fix: pass a "
+                        f"Hugging Face tokenizer folder or OpenAI's bpe_simple_vocab_16e6.txt.gz")
     vocab = Path(data) / "vocab.json"
     if not vocab.exists():
         raise DataError(f"{vocab}: no vocabulary; fix: pass --tokenizer (HF directory or OpenAI BPE file)")

@@ -41,6 +41,13 @@ class RetrievalSplit:
     captions: list[str]
     txt2img: list[int]
     img2txt: list[list[int]]
+    caption_where: list[str] | None = None  # "file[entry]" (or "file[entry].caption[k]") per caption
+
+    def tokenize(self, tokenizer, idx=None):
+        """(input_ids, attention_mask) of the captions `idx` (default all); errors name the entry."""
+        idx = range(len(self.captions)) if idx is None else idx
+        where = self.caption_where or [f"{self.annotation} caption {j}" for j in range(len(self.captions))]
+        return tokenizer([self.captions[j] for j in idx], where=[where[j] for j in idx])
 
     def pixels(self, size: int, idx=None) -> torch.Tensor:
         idx = range(len(self.images)) if idx is None else idx
@@ -53,16 +60,27 @@ def load_split(annotation: Path, image_root: Path | None = None) -> RetrievalSpl
     root = Path(image_root) if image_root else annotation.parent
     entries = read_json(annotation, DataError, "annotation file not found", "check --data, re-write the file")
     if not isinstance(entries, list) or not entries:
-        raise DataError(f"{annotation}: expected a non-empty JSON list of {{'image', 'caption'}} entries")
-    images, index, captions, txt2img, img2txt = [], {}, [], [], []
+        raise DataError(f"{annotation}: expected a non-empty JSON list of {{'image', 'caption'}} entries; "
+                        f"fix: write BLIP's retrieval annotation format (see `madtp-deploy make-data`)")
+    images, index, captions, txt2img, img2txt, caption_where = [], {}, [], [], [], []
     for n, e in enumerate(entries):
         where = f"{annotation}[{n}]"
         if not isinstance(e, dict) or "image" not in e or "caption" not in e:
             raise DataError(f"{where}: field 'image' or 'caption' missing; fix: each entry needs both")
-        caps = e["caption"] if isinstance(e["caption"], list) else [e["caption"]]
-        for c in caps:
-            if not isinstance(c, str) or not c.strip():
-                raise DataError(f"{where}: empty caption; fix: remove the entry or write a caption")
+        if not isinstance(e["image"], str) or not e["image"].strip():
+            raise DataError(f"{where}: field 'image' is {e['image']!r}, expected a path string relative to "
+                            f"{root}; fix: write the image's file name")
+        many = isinstance(e["caption"], list)
+        caps = e["caption"] if many else [e["caption"]]
+        if not caps:
+            raise DataError(f"{where}: field 'caption' is an empty list; fix: write at least one caption")
+        for k, c in enumerate(caps):
+            field = f"caption[{k}]" if many else "caption"
+            if not isinstance(c, str):
+                raise DataError(f"{where}: field '{field}' is {c!r} ({type(c).__name__}), expected a string; "
+                                f"fix: write the caption as text")
+            if not c.strip():
+                raise DataError(f"{where}: empty caption (field '{field}'); fix: remove the entry or write a caption")
         path = root / e["image"]
         if not path.is_file():
             raise DataError(f"{where}: image {path} not found; fix: check the image root")
@@ -70,8 +88,9 @@ def load_split(annotation: Path, image_root: Path | None = None) -> RetrievalSpl
         if i == len(images):
             images.append(path)
             img2txt.append([])
-        for c in caps:
+        for k, c in enumerate(caps):
             img2txt[i].append(len(captions))
             txt2img.append(i)
             captions.append(c)
-    return RetrievalSplit(annotation, images, captions, txt2img, img2txt)
+            caption_where.append(f"{where}.caption[{k}]" if many else f"{where}.caption")
+    return RetrievalSplit(annotation, images, captions, txt2img, img2txt, caption_where)

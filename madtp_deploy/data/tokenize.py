@@ -12,12 +12,28 @@ import torch
 from ..errors import DataError
 
 
+def labels(captions: list, where) -> list[str]:
+    """Per-caption names for errors: `where` is one name (captions become where[i]) or a list of names."""
+    if isinstance(where, (list, tuple)):
+        return list(where)
+    return [f"{where}[{i}]" for i in range(len(captions))]
+
+
+def check_captions(captions: list, names: list[str]) -> None:
+    for c, name in zip(captions, names):
+        if not isinstance(c, str):
+            raise DataError(f"{name}: caption is {c!r} ({type(c).__name__}), expected a string; fix: write it as text")
+        if not c.strip():
+            raise DataError(f"{name}: empty caption; fix: remove the entry or write a caption")
+
+
 class WordTokenizer:
     """ids: 0 pad, 1.. words, vocab-2 SOT, vocab-1 EOT (so OpenAI's argmax EOT rule also holds)."""
 
     def __init__(self, words: list[str], vocab_size: int, context_length: int):
         if len(words) + 3 > vocab_size:
-            raise DataError(f"vocab: {len(words)} words do not fit vocab_size {vocab_size}")
+            raise DataError(f"vocab: {len(words)} words do not fit vocab_size {vocab_size} (3 ids are special); "
+                            f"fix: use a model with a larger vocabulary or a smaller word list")
         self.index = {w: i + 1 for i, w in enumerate(words)}
         self.sot, self.eot, self.context_length = vocab_size - 2, vocab_size - 1, context_length
 
@@ -25,6 +41,8 @@ class WordTokenizer:
     def from_file(cls, path: Path, vocab_size: int, context_length: int) -> "WordTokenizer":
         try:
             words = json.loads(Path(path).read_text())["words"]
+            if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+                raise TypeError
         except FileNotFoundError:
             raise DataError(f"{path}: vocabulary file missing; fix: generate the dataset again") from None
         except (json.JSONDecodeError, KeyError, TypeError):
@@ -44,10 +62,12 @@ class WordTokenizer:
                             f"fix: shorten it")
         return ids
 
-    def __call__(self, captions: list[str], where: str = "captions") -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, captions: list[str], where="captions") -> tuple[torch.Tensor, torch.Tensor]:
+        names = labels(captions, where)
+        check_captions(captions, names)
         ids = torch.zeros(len(captions), self.context_length, dtype=torch.long)
         for i, c in enumerate(captions):
-            row = self.encode(c, f"{where}[{i}]")
+            row = self.encode(c, names[i])
             ids[i, :len(row)] = torch.tensor(row)
         return ids, torch.ones_like(ids)  # OpenAI style: zero padding, causal mask, all-ones attention mask
 
@@ -64,16 +84,15 @@ class HFTokenizer:
                             f"directory with tokenizer.json or vocab.json + merges.txt") from None
         self.context_length = context_length
 
-    def __call__(self, captions: list[str], where: str = "captions"):
-        for i, c in enumerate(captions):
-            if not c.strip():
-                raise DataError(f"{where}[{i}]: empty caption; fix: remove the entry or write a caption")
+    def __call__(self, captions: list[str], where="captions"):
+        names = labels(captions, where)
+        check_captions(captions, names)
         enc = self.tok(captions, padding="max_length", max_length=self.context_length, truncation=False,
                        return_tensors="pt")
         if enc["input_ids"].shape[1] > self.context_length:
             lengths = enc["attention_mask"].sum(1)
             i = int(lengths.argmax())
-            raise DataError(f"{where}[{i}]: caption has {int(lengths[i])} tokens, more than the context "
+            raise DataError(f"{names[i]}: caption has {int(lengths[i])} tokens, more than the context "
                             f"{self.context_length}; fix: shorten it")
         return enc["input_ids"], enc["attention_mask"]
 

@@ -7,7 +7,9 @@ the keys (the reference loads with strict=False and silently ignores mistakes; w
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import re
 import zipfile
 from pathlib import Path
@@ -17,6 +19,7 @@ import torch
 from ..errors import CheckpointError
 from ..specs import ClipSpec
 from .clip import MadtpCLIP
+from .inputs import check_temperature
 
 MAG_SEED = 0x4D414454  # "MADT": fresh MAG parameters for a dense checkpoint, identical on every load
 OPENAI_META = {"input_resolution", "context_length", "vocab_size"}  # ints in OpenAI's state dicts
@@ -67,6 +70,38 @@ def spec_from_state_dict(sd: dict, path: Path, name: str | None = None, **overri
         fields["sd_num"], fields["sd_dim"] = sd["space_dict"].shape
     fields.update(overrides)
     return ClipSpec(**fields).validate()
+
+
+_FIELD_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "int | None": (int, type(None))}
+
+
+def spec_fields(d, where: str, complete: bool = False) -> dict:
+    """Check a stored spec (checkpoint 'spec' field, sidecar/JSON 'spec'): a dict of known fields with
+    values of the right type; positive geometry; every field when `complete`. Returns it unchanged."""
+    fix = "re-save the checkpoint with madtp-deploy, or remove the 'spec' field to infer it from the weights"
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{where}: field 'spec' is a {type(d).__name__}, expected a dict; fix: {fix}")
+    fields = {f.name: f for f in dataclasses.fields(ClipSpec)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise CheckpointError(f"{where}: field 'spec' has unknown key(s) {', '.join(map(str, unknown))}; "
+                              f"fix: remove them (known: {', '.join(fields)})")
+    missing = [k for k, f in fields.items() if complete and k not in d and f.default is dataclasses.MISSING]
+    if missing:
+        raise CheckpointError(f"{where}: field 'spec' lacks {', '.join(missing)}; fix: {fix}")
+    for k, v in d.items():
+        kind = str(fields[k].type)
+        if isinstance(v, bool) or not isinstance(v, _FIELD_TYPES.get(kind, (object,))):
+            raise CheckpointError(f"{where}: field 'spec.{k}' is {v!r}, expected {kind}; fix: {fix}")
+        if kind == "int" and v < 1 or k == "eot_token_id" and v is not None and v < 0 or \
+                kind == "float" and not (math.isfinite(v) and v > 0):
+            raise CheckpointError(f"{where}: field 'spec.{k}' is {v!r}, must be positive; fix: {fix}")
+    return d
+
+
+def stored_temperature(value, where: str) -> float:
+    """A temperature read from a file: finite and >= 0, else a CheckpointError naming the file."""
+    return check_temperature(value, f"{where}: field 'temperature'", error=CheckpointError)
 
 
 def _mag_keys(model: MadtpCLIP) -> set[str]:
@@ -128,13 +163,16 @@ def load_torch_file(path: Path, mode: str, temperature: float | None) -> MadtpCL
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: top level is {type(obj).__name__}, expected a dict; "
                               f"fix: pass a state dict or {{'model': state_dict, 'temperature': T}}")
+    from . import blip_checkpoint  # BLIP NLVR2 / retrieval files, detected from their keys
+    if blip_checkpoint.is_blip_object(obj):
+        return blip_checkpoint.load_object(obj, path, mode, temperature)
     overrides = {}
     if "model" in obj:  # MADTP format
         sd = obj["model"]
         stored_t = obj.get("temperature", 0.0)
-        if not isinstance(stored_t, (int, float)):
-            raise CheckpointError(f"{path}: field 'temperature' is {type(stored_t).__name__}, expected a number")
-        overrides = obj.get("spec", {}) or {}
+        if temperature is None:  # an override replaces a bad stored value
+            stored_t = stored_temperature(stored_t, str(path))
+        overrides = spec_fields(obj.get("spec") or {}, str(path))
     else:
         sd, stored_t = obj, 0.0
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) or k in OPENAI_META for k, v in sd.items()):
@@ -153,6 +191,10 @@ def load_safetensors_file(path: Path, mode: str, temperature: float | None) -> M
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as exc:
             raise CheckpointError(f"{meta_path}: invalid JSON ({exc.msg}, line {exc.lineno}); fix: re-write it") from None
-    spec = ClipSpec.from_dict(meta["spec"]) if "spec" in meta else spec_from_state_dict(sd, path)
-    t = meta.get("temperature", 0.0) if temperature is None else temperature
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{meta_path}: top level is a {type(meta).__name__}, expected an object "
+                                  f"{{'spec': ..., 'temperature': ...}}; fix: re-write it or remove it")
+    spec = ClipSpec(**spec_fields(meta["spec"], str(meta_path), complete=True)).validate() if "spec" in meta \
+        else spec_from_state_dict(sd, path)
+    t = stored_temperature(meta.get("temperature", 0.0), str(meta_path)) if temperature is None else temperature
     return build_from_state_dict(sd, path, spec, mode, float(t))

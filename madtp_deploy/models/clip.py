@@ -19,10 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import pruning
+from ..modes import LIBRARY_DEFAULT, MODES, parse_mode  # noqa: F401 (MODES: the modes this model implements)
 from ..specs import ClipSpec
+from .layout import Packed, Padded
 
 NEG = torch.finfo(torch.float32).min
-MODES = ("reference", "invariant")
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Encoded:
     kept: torch.Tensor             # [B, layers] int64: tokens an instance keeps after each layer
     tokens_in: torch.Tensor        # [B] int64: tokens entering the first layer
     align: torch.Tensor | None = None  # [B, M, sd_dim] MAG pooled features summed over layers
+    overflow: torch.Tensor | None = None  # [B, layers] bool, with capacities: an instance wanted more slots
 
 
 class QuickGELU(nn.Module):
@@ -39,10 +41,11 @@ class QuickGELU(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with nn.MultiheadAttention's parameter names.
+    """Multi-head self-attention with nn.MultiheadAttention's parameter names, in three steps so a
+    layout can run the projections on packed rows: qkv(rows) -> attend(padded qkv) -> out_proj(rows).
 
-    Returns the output, the attention probabilities [B, H, L, L] and the per-head outputs
-    attn·v [B, H, L, dh], which DTP's SA and CA scores need.
+    `attend` returns the merged heads [B, L, C], the attention probabilities [B, H, L, L] and the
+    per-head outputs attn·v [B, H, L, dh], which DTP's SA and CA scores need.
     """
 
     def __init__(self, width: int, heads: int):
@@ -53,15 +56,21 @@ class Attention(nn.Module):
         self.out_proj = nn.Linear(width, width)
         nn.init.xavier_uniform_(self.in_proj_weight)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor):
-        b, n, c = x.shape
-        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+    def qkv(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.in_proj_weight, self.in_proj_bias)
+
+    def attend(self, qkv: torch.Tensor, bias: torch.Tensor):
+        b, n, c3 = qkv.shape
+        c = c3 // 3
         q, k, v = qkv.reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         scores = torch.matmul(q, k.transpose(-1, -2)) * (c // self.heads) ** -0.5 + bias
         attn = torch.softmax(scores, dim=-1)
         head_out = torch.matmul(attn, v)
-        out = self.out_proj(head_out.transpose(1, 2).reshape(b, n, c))
-        return out, attn, head_out
+        return head_out.transpose(1, 2).reshape(b, n, c), attn, head_out
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor):
+        merged, attn, head_out = self.attend(self.qkv(x), bias)
+        return self.out_proj(merged), attn, head_out
 
 
 class QueryModel(nn.Module):
@@ -106,31 +115,56 @@ class Tower(nn.Module):
         return bias
 
     def forward(self, x, valid, space_dict, temperature, mode, min_keep, track=None, want_align=False,
-                score_fn=None):
-        kept, align = [], None
+                score_fn=None, capacity=None):
+        """Run the blocks on x [B, L, C] with its valid mask; prune after each attention when T > 0.
+
+        `mode` picks the batch semantics and the layout (reference and invariant: padded; packed:
+        per-token work on the valid rows only); `capacity` (one slot count per layer) fixes every
+        pruned layer's size for static-shape graphs. Returns x, valid, track, kept [B, layers],
+        the MAG features summed over layers (or None) and overflow [B, layers] (or None).
+        """
+        semantics = "reference" if mode == "reference" else "invariant"
+        # fixed capacities exist for static shapes: their slots stay padded (no data-dependent sizes)
+        make_layout = Packed if mode == "packed" and capacity is None else Padded
+        kept, overflow, align = [], [], None
         prune = temperature > 0
-        bias = self._bias(valid)  # rebuilt only when pruning changes the tokens
-        for block in self.resblocks:
+        lay = make_layout(valid)
+        rows = lay.rows(x)
+        bias = self._bias(valid)  # rebuilt after every layer that prunes
+        # One statement per step, layout moves on lines of their own: the exported nodes' stack
+        # traces name these lines, and the bench's profile attributes kernel time by them.
+        for i, block in enumerate(self.resblocks):
             if prune:
-                q = block.query_model.q_map(x[:, 1:])
+                q = lay.mag_rows(rows)
+                q = block.query_model.q_map(q)
+                q = lay.mag_tokens(q)
                 attn_map = pruning.token_attention_map(q, space_dict)
                 if want_align:
                     f = pruning.pooled_features(q, attn_map, valid[:, 1:])
                     align = f if align is None else align + f
-            h, attn, head_out = block.attn(block.ln_1(x), bias)
-            x = x + h
+            qkv = block.attn.qkv(block.ln_1(rows))
+            qkv = lay.unrows(qkv)
+            merged, attn, head_out = block.attn.attend(qkv, bias)
+            merged = lay.rows(merged)
+            rows = rows + block.attn.out_proj(merged)
             if prune:
                 tis, theta = score_fn(attn=attn, head_out=head_out, attn_map=attn_map, valid=valid[:, 1:],
                                       temperature=temperature) if score_fn is not None else (None, None)
-                r = pruning.prune_step(x, valid, attn, head_out, attn_map, temperature, min_keep, mode,
-                                       track, tis, theta)
-                x, valid, track = r.x, r.valid, r.track
+                x = lay.unrows(rows)
+                r = pruning.prune_step(x, valid, attn, head_out, attn_map, temperature, min_keep, semantics, track,
+                                       tis, theta, capacity=None if capacity is None else capacity[i])
+                valid, track = r.valid, r.track
+                lay = make_layout(valid)
+                rows = lay.rows(r.x)
                 bias = self._bias(valid)
                 kept.append(r.kept)
+                if r.overflow is not None:
+                    overflow.append(r.overflow)
             else:
                 kept.append(valid.sum(1))
-            x = x + block.mlp(block.ln_2(x))
-        return x, valid, track, torch.stack(kept, 1), align
+            rows = rows + block.mlp(block.ln_2(rows))
+        overflow = torch.stack(overflow, 1) if overflow else None
+        return lay.unrows(rows), valid, track, torch.stack(kept, 1), align, overflow
 
 
 class VisualTransformer(nn.Module):
@@ -148,7 +182,7 @@ class VisualTransformer(nn.Module):
 
 
 class MadtpCLIP(nn.Module):
-    def __init__(self, spec: ClipSpec, mode: str = "reference", temperature: float = 0.0):
+    def __init__(self, spec: ClipSpec, mode: str = LIBRARY_DEFAULT, temperature: float = 0.0):
         super().__init__()
         self.spec = spec.validate()
         s = spec
@@ -167,6 +201,8 @@ class MadtpCLIP(nn.Module):
         self.mode = mode
         self.temperature = float(temperature)
         self.score_fn = None  # ablations: (attn, head_out, attn_map, valid, temperature) -> (tis, theta)
+        # static shapes (engines): {"image": slots per layer, "text": ...}, invariant semantics
+        self.capacity: dict[str, tuple[int, ...]] | None = None
 
     # -- settings -------------------------------------------------------------------------------
     @property
@@ -175,9 +211,14 @@ class MadtpCLIP(nn.Module):
 
     @mode.setter
     def mode(self, value: str) -> None:
-        if value not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {value!r}")
-        self._mode = value
+        self._mode = parse_mode(value).value
+
+    def _capacity(self, encoder: str):
+        if not self.capacity or encoder not in self.capacity:
+            return None
+        if self.mode == "reference":
+            raise ValueError("capacities give invariant answers; set mode to invariant or packed")
+        return self.capacity[encoder]
 
     # -- towers -----------------------------------------------------------------------------------
     def encode_image(self, pixels: torch.Tensor, want_align: bool = False) -> Encoded:
@@ -189,10 +230,11 @@ class MadtpCLIP(nn.Module):
         x = v.ln_pre(x)
         valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         min_keep = torch.ones(x.shape[0], dtype=torch.long, device=x.device)
-        x, valid, _, kept, align = v.transformer(x, valid, self.space_dict, self.temperature, self.mode,
-                                                 min_keep, want_align=want_align, score_fn=self.score_fn)
+        x, valid, _, kept, align, overflow = v.transformer(
+            x, valid, self.space_dict, self.temperature, self.mode, min_keep, want_align=want_align,
+            score_fn=self.score_fn, capacity=self._capacity("image"))
         embeds = v.ln_post(x[:, 0]) @ v.proj
-        return Encoded(embeds, kept, torch.full_like(min_keep, self.spec.vision_tokens), align)
+        return Encoded(embeds, kept, torch.full_like(min_keep, self.spec.vision_tokens), align, overflow)
 
     def eot_index(self, input_ids: torch.Tensor) -> torch.Tensor:
         eot = self.spec.eot_token_id
@@ -216,9 +258,9 @@ class MadtpCLIP(nn.Module):
         min_keep = eot + 2
         if self.mode == "reference":
             min_keep = min_keep.max().expand(b)
-        x, valid, track, kept, align = self.transformer(x, valid, self.space_dict, self.temperature, self.mode,
-                                                        min_keep, track=track, want_align=want_align,
-                                                        score_fn=self.score_fn)
+        x, valid, track, kept, align, overflow = self.transformer(
+            x, valid, self.space_dict, self.temperature, self.mode, min_keep, track=track, want_align=want_align,
+            score_fn=self.score_fn, capacity=self._capacity("text"))
         x = self.ln_final(x)
         pooled = x[torch.arange(b, device=x.device), track.to(torch.int32).argmax(dim=-1)]
-        return Encoded(pooled @ self.text_projection, kept, tokens_in, align)
+        return Encoded(pooled @ self.text_projection, kept, tokens_in, align, overflow)

@@ -77,15 +77,27 @@ def convert_hf_state_dict(hf: dict, path: Path) -> dict:
 def load_hf_directory(directory: Path, mode: str, temperature: float | None):
     cfg_path = directory / "config.json"
     cfg = read_json(cfg_path, CheckpointError, "no config.json", "pass a CLIPModel directory written by save_pretrained")
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{cfg_path}: top level is a JSON {type(cfg).__name__}, expected an object; "
+                              f"fix: pass a CLIPModel directory written by save_pretrained")
     if cfg.get("model_type") != "clip":
         raise CheckpointError(f"{cfg_path}: field 'model_type' is {cfg.get('model_type')!r}, expected 'clip'; "
                               f"fix: pass a Hugging Face CLIPModel directory")
     from transformers import CLIPConfig  # the config's defaults are transformers' own
-    config = CLIPConfig.from_dict(cfg)
+    for tower in ("vision_config", "text_config"):
+        if cfg.get(tower) is not None and not isinstance(cfg[tower], dict):
+            raise CheckpointError(f"{cfg_path}: field '{tower}' is a {type(cfg[tower]).__name__}, expected an "
+                                  f"object; fix: re-save with save_pretrained")
+    try:
+        config = CLIPConfig.from_dict(cfg)
+    except Exception as exc:  # noqa: BLE001 - transformers' own errors on malformed configs
+        raise CheckpointError(f"{cfg_path}: not a valid CLIPConfig ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); fix: re-save with save_pretrained") from None
     sd = convert_hf_state_dict(_read_weights(directory), directory)
     v, t = config.vision_config, config.text_config
     if v.hidden_act != t.hidden_act or v.layer_norm_eps != t.layer_norm_eps:
-        raise CheckpointError(f"{cfg_path}: vision and text towers differ in hidden_act/layer_norm_eps; unsupported")
+        raise CheckpointError(f"{cfg_path}: vision and text towers differ in hidden_act/layer_norm_eps; "
+                              f"fix: use a CLIPModel whose towers share them (unsupported otherwise)")
     eot = t.eos_token_id if isinstance(t.eos_token_id, int) else None
     spec = spec_from_state_dict(sd, directory, name=directory.name, vision_heads=v.num_attention_heads,
                                 text_heads=t.num_attention_heads, act=v.hidden_act, ln_eps=v.layer_norm_eps,

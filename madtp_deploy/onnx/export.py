@@ -28,6 +28,17 @@ def weights_sha256(model: MadtpCLIP) -> str:
     return h.hexdigest()
 
 
+def graph_code_sha256() -> str:
+    """A hash of the code that defines an exported graph (models/, pruning/, onnx/): a cached
+    artifact whose sidecar records another one was exported by other code."""
+    root = Path(__file__).parents[1]
+    h = hashlib.sha256()
+    for f in sorted(p for d in ("models", "pruning", "onnx") for p in (root / d).glob("*.py")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -82,16 +93,24 @@ def _export_one(model: MadtpCLIP, io: onnx_io.EncoderIO, path: Path, opset: int,
 
 def export_model(model: MadtpCLIP, out_dir: Path, name: str, *, source: str, opset: int = 20,
                  max_batch: int = 64, validate: bool = True, batch_sizes=(1, 8, 32), log=print,
-                 encoders=("image", "text"), weights_hash: str | None = None) -> list[Path]:
-    """Write <name>.<encoder>.onnx with a JSON sidecar for each encoder. Nothing half-written."""
+                 encoders=("image", "text"), weights_hash: str | None = None, fold: bool = True,
+                 capacity_profiles: dict | None = None) -> list[Path]:
+    """Write <name>.<encoder>.onnx with a JSON sidecar for each encoder. Nothing half-written.
+
+    With capacities on the model (`capacity.apply`) the graphs have static shapes (an `overflow`
+    output; text at the context length). `fold` constant-folds each graph (axes and shapes become
+    initializers, as TensorRT's parser wants); `capacity_profiles` (encoder -> dict) are recorded.
+    """
     from . import validate as val
+    from .fold import fold_file
 
     check_opset(opset)
     out_dir = Path(out_dir)
     check_output_dir(out_dir)
     model = model.eval()
     common = {"model": {"source": source, "spec": model.spec.to_dict(), "temperature": model.temperature,
-                        "mode": model.mode, "weights_sha256": weights_hash or weights_sha256(model)},
+                        "mode": model.mode, "weights_sha256": weights_hash or weights_sha256(model),
+                        "graph_code_sha256": graph_code_sha256()},
               "opset": opset, "exporter": "torch.onnx.export(dynamo=True)", "versions": versions(),
               "max_batch": max_batch}
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
@@ -108,7 +127,17 @@ def export_model(model: MadtpCLIP, out_dir: Path, name: str, *, source: str, ops
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ExportError(f"{name}.{encoder}.onnx: export failed at opset {opset} ({first[:200]}); "
                                   f"fix: try the default --opset") from None
-            sidecar = dict(common, encoder=encoder, io=io.to_dict(), file_sha256=file_sha256(path))
+            sidecar = dict(common, encoder=encoder, io=io.to_dict())
+            if fold:
+                sidecar["folding"] = fold_file(path)
+            sidecar["file_sha256"] = file_sha256(path)
+            if io.static:
+                sidecar["shapes"] = "static"
+                sidecar["model"] = dict(common["model"], capacity=list(model.capacity[encoder]))
+                if capacity_profiles and encoder in capacity_profiles:
+                    sidecar["capacity_profile"] = capacity_profiles[encoder]
+            else:
+                sidecar["shapes"] = "dynamic"
             if validate:
                 report = val.validate_against_eager(path, model, encoder, batch_sizes=batch_sizes, log=log)
                 sidecar["validation"] = report

@@ -40,16 +40,17 @@ class TensorSpec:
 
 
 class _Wrapper(nn.Module):
-    """positional graph inputs -> (embeds, kept): what the exported graph computes."""
+    """positional graph inputs -> (embeds, kept[, overflow]): what the exported graph computes."""
 
-    def __init__(self, model, encode: Callable):
+    def __init__(self, model, encode: Callable, static: bool):
         super().__init__()
         self.model = model
         self._encode = encode
+        self._static = static
 
     def forward(self, *inputs):
         e = self._encode(self.model, *inputs)
-        return e.embeds, e.kept
+        return (e.embeds, e.kept, e.overflow) if self._static else (e.embeds, e.kept)
 
 
 @dataclass(frozen=True)
@@ -72,18 +73,25 @@ class EncoderIO:
         return [t.name for t in self.outputs]
 
     def wrapper(self, model) -> nn.Module:
-        return _Wrapper(model, self.encode)
+        return _Wrapper(model, self.encode, self.static)
 
     def example(self, spec: ClipSpec, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
         """n inputs whose keep counts differ (structured images, captions of varied length)."""
         return dict(zip(self.input_names, self.examples(spec, n, seed)))
+
+    @property
+    def static(self) -> bool:
+        return "overflow" in self.output_names
 
     def eager(self, model, inputs: dict) -> dict[str, np.ndarray]:
         """The eager model on named inputs (numpy or torch) -> named numpy outputs."""
         tensors = [torch.as_tensor(inputs[name]) for name in self.input_names]
         with torch.inference_mode():
             e = self.encode(model, *tensors)
-        return {"embeds": e.embeds.numpy(), "kept": e.kept.numpy()}
+        out = {"embeds": e.embeds.numpy(), "kept": e.kept.numpy()}
+        if self.static:
+            out["overflow"] = e.overflow.numpy()
+        return out
 
     def feeds(self, inputs: dict) -> dict:
         """Only this graph's inputs (runtimes ignore extra keys, as onnxruntime's users expect)."""
@@ -142,7 +150,10 @@ def sample_text(spec: ClipSpec, n: int, seed: int = 0) -> tuple[torch.Tensor, to
     eot_id = spec.eot_token_id if spec.eot_token_id is not None else spec.vocab_size - 1
     ids = torch.randint(1, max(2, min(eot_id, spec.vocab_size) - 2), (n, spec.context_length), generator=g)
     ids[:, 0] = max(eot_id - 1, 1)
-    ends = torch.randint(2, spec.context_length, (n,), generator=g)
+    # real captions are short next to the context (OpenAI pads to 77): mostly early EOTs, a few late
+    short = torch.randint(2, max(3, spec.context_length // 3), (n,), generator=g)
+    long = torch.randint(2, spec.context_length, (n,), generator=g)
+    ends = torch.where(torch.arange(n) % 4 == 3, long, short)
     ids[torch.arange(n), ends] = eot_id
     after = torch.arange(spec.context_length)[None, :] > ends[:, None]
     ids[after] = 0
@@ -152,36 +163,45 @@ def sample_text(spec: ClipSpec, n: int, seed: int = 0) -> tuple[torch.Tensor, to
     return ids, mask
 
 
-def _image(spec: ClipSpec) -> EncoderIO:
+def _outputs(spec: ClipSpec, layers: int, static: bool) -> tuple[TensorSpec, ...]:
+    out = (TensorSpec("embeds", "float32", ("batch", spec.embed_dim)), TensorSpec("kept", "int64", ("batch", layers)))
+    # static graphs (fixed capacities) say which instance wanted more slots than a layer has
+    return out + ((TensorSpec("overflow", "bool", ("batch", layers)),) if static else ())
+
+
+def _image(spec: ClipSpec, static: bool) -> EncoderIO:
     return EncoderIO(
         "image",
         (TensorSpec("pixels", "float32", ("batch", 3, spec.image_size, spec.image_size)),),
-        (TensorSpec("embeds", "float32", ("batch", spec.embed_dim)),
-         TensorSpec("kept", "int64", ("batch", spec.vision_layers))),
+        _outputs(spec, spec.vision_layers, static),
         encode=lambda m, pixels: m.encode_image(pixels),
         examples=sample_images)
 
 
-def _text(spec: ClipSpec) -> EncoderIO:
+def _text(spec: ClipSpec, static: bool) -> EncoderIO:
+    # a static graph takes captions padded to the context length (as OpenAI's tokenizer does)
+    seq = spec.context_length if static else "seq"
     return EncoderIO(
         "text",
-        (TensorSpec("input_ids", "int64", ("batch", "seq")),
-         TensorSpec("attention_mask", "int64", ("batch", "seq"))),
-        (TensorSpec("embeds", "float32", ("batch", spec.embed_dim)),
-         TensorSpec("kept", "int64", ("batch", spec.text_layers))),
+        (TensorSpec("input_ids", "int64", ("batch", seq)), TensorSpec("attention_mask", "int64", ("batch", seq))),
+        _outputs(spec, spec.text_layers, static),
         encode=lambda m, ids, mask: m.encode_text(ids, mask),
         examples=sample_text,
-        max_sizes={"seq": spec.context_length}, min_sizes={"seq": MIN_TEXT_LEN})
+        max_sizes={} if static else {"seq": spec.context_length},
+        min_sizes={} if static else {"seq": MIN_TEXT_LEN})
 
 
 _CONTRACTS = {"image": _image, "text": _text}
 
 
-def encoder_io(spec_or_model, encoder: str) -> EncoderIO:
-    """The IO contract of `encoder` for a spec (or a model, whose spec is used)."""
+def encoder_io(spec_or_model, encoder: str, static: bool | None = None) -> EncoderIO:
+    """The IO contract of `encoder` for a spec (or a model, whose spec is used). `static` (default:
+    whether the model has capacities) gives the fixed-capacity graph's contract."""
     spec = getattr(spec_or_model, "spec", spec_or_model)
+    if static is None:
+        static = encoder in (getattr(spec_or_model, "capacity", None) or {})
     try:
         make = _CONTRACTS[encoder]
     except KeyError:
         raise UsageError(f"encoder {encoder!r}: unknown; fix: use one of {', '.join(ENCODERS)}") from None
-    return make(spec)
+    return make(spec, static)

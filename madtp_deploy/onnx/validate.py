@@ -32,6 +32,19 @@ def _pick_varied(model: MadtpCLIP, io: onnx_io.EncoderIO, pool: int = 48):
     return inputs, chosen[:3], chosen + rest
 
 
+def _against_invariant(model: MadtpCLIP, io: onnx_io.EncoderIO, batch: dict, got: dict, atol: float) -> dict:
+    saved, model.capacity = model.capacity, None
+    try:
+        exact = onnx_io.encoder_io(model, io.encoder).eager(model, batch)
+    finally:
+        model.capacity = saved
+    fits = ~got["overflow"].any(1)
+    diff = float(np.abs(got["embeds"][fits] - exact["embeds"][fits]).max()) if fits.any() else 0.0
+    kept_equal = bool(np.array_equal(got["kept"][fits], exact["kept"][fits]))
+    return {"overflowed_instances": int((~fits).sum()), "invariant_max_abs_diff": diff,
+            "fits_equal_invariant": bool(diff <= atol and kept_equal)}
+
+
 def validate_against_eager(onnx_path: Path, model: MadtpCLIP, encoder: str, *, batch_sizes=(1, 8, 32),
                            precision: str = "fp32", atol: float | None = None, log=print) -> dict:
     from ..runtime import open_session
@@ -60,6 +73,10 @@ def validate_against_eager(onnx_path: Path, model: MadtpCLIP, encoder: str, *, b
                 "max_rel_diff": float(rel.max()), "kept_equal": kept_equal,
                 "kept_mismatched_instances": int((got["kept"] != want["kept"]).any(1).sum()),
                 "passed": bool(diff.max() <= atol and kept_equal)}
+        if io.static:  # where an instance fits its capacities it must get its exact invariant answer
+            case |= _against_invariant(model, io, batch, got, atol)
+            case["passed"] = case["passed"] and case["fits_equal_invariant"] and bool(
+                np.array_equal(got["overflow"], want["overflow"]))
         if label == "single":
             report["varied_inputs_kept"].append(want["kept"][0].tolist())
         report["cases"].append(case)
@@ -91,7 +108,41 @@ def validate_file(onnx_path: Path, log=print) -> dict:
     sidecar = read_json(sidecar_path, VE, "sidecar missing", "re-export with `madtp-deploy export`, which writes it")
     try:
         m, enc = sidecar["model"], sidecar["encoder"]
-        model = load(m["source"], mode=m["mode"], temperature=m["temperature"])
-    except KeyError as exc:
+        source, mode, temperature = m["source"], m["mode"], m["temperature"]
+    except (KeyError, TypeError) as exc:
         raise VE(f"{sidecar_path}: field {exc} missing; fix: re-export") from None
+    check_sidecar_matches(onnx_path, sidecar_path, sidecar)
+    beside = sidecar_path.parent / str(source)  # older sidecars: a path relative to the export's cwd
+    if not Path(source).exists() and beside.exists():
+        source = str(beside)
+    model = load(source, mode=mode, temperature=temperature)
+    if m.get("capacity") is not None:  # a static-shape graph: the same fixed slots in eager
+        model.capacity = {enc: tuple(m["capacity"])}
     return validate_against_eager(onnx_path, model, enc, log=log)
+
+
+def check_sidecar_matches(onnx_path: Path, sidecar_path: Path, sidecar: dict) -> None:
+    """The .onnx is the file its sidecar describes (the same bytes, the same inputs), else a
+    ValidationError: another model's, another encoder's or an unrelated graph is not compared."""
+    from .export import file_sha256
+
+    fix = "keep each .onnx with the .json written beside it, or re-export"
+    want = sidecar.get("file_sha256")
+    if want is not None and file_sha256(onnx_path) != want:
+        raise ValidationError(f"{onnx_path}: its bytes differ from those recorded in {sidecar_path.name} "
+                              f"(field 'file_sha256'); fix: {fix}")
+    if sidecar.get("encoder") not in ("image", "text"):
+        raise ValidationError(f"{sidecar_path}: field 'encoder' is {sidecar.get('encoder')!r}, expected "
+                              f"'image' or 'text'; fix: {fix}")
+    import onnx
+
+    try:
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    except Exception as exc:  # noqa: BLE001 - protobuf's decode errors
+        raise ValidationError(f"{onnx_path}: not a readable ONNX model ({type(exc).__name__}); fix: re-export") from None
+    names = [i.name for i in graph.input]
+    want_names = [t["name"] for t in sidecar.get("io", {}).get("inputs", [])] or \
+        (["pixels"] if sidecar["encoder"] == "image" else ["input_ids", "attention_mask"])
+    if names != want_names:
+        raise ValidationError(f"{onnx_path}: graph inputs {names} differ from the {sidecar['encoder']} encoder's "
+                              f"{want_names} in {sidecar_path.name}; fix: {fix}")

@@ -83,8 +83,11 @@ def keep_mask(tis: torch.Tensor, k_eff: torch.Tensor, valid: torch.Tensor,
     if force_keep is not None:
         sel = sel.masked_fill(force_keep & valid, 1e30)
     order = torch.topk(sel, sel.shape[1], dim=1, largest=True, sorted=True).indices
-    in_top = torch.arange(sel.shape[1], device=sel.device)[None, :] < k_eff[:, None]
-    return torch.zeros_like(in_top).scatter(1, order, in_top)
+    # rank of every token (the inverse permutation of `order`); scattered as int64, which TensorRT's
+    # ScatterElements supports (it does not take BOOL data)
+    positions = torch.arange(sel.shape[1], device=sel.device).expand_as(order)
+    rank = torch.empty_like(order).scatter(1, order, positions)
+    return rank < k_eff[:, None]
 
 
 def compaction_order(keep: torch.Tensor, slots: int) -> torch.Tensor:

@@ -1,4 +1,9 @@
-"""`open_session(path, backend=...)` -> Session with run(inputs: dict[str, np.ndarray]) -> dict."""
+"""`open_session(path, backend=...)` -> Session with run(inputs: dict[str, np.ndarray]) -> dict.
+
+Every session ignores input keys its graph does not take and returns arrays it does not reuse.
+Backends: torch (eager), ort / ort-cuda (an exported .onnx), aoti (an AOTInductor .pt2 from
+`export --format aoti`), trt (a TensorRT engine from `madtp-deploy build`).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import numpy as np
 
 from ..errors import RuntimeBackendError
 
-BACKENDS = ("torch", "ort", "ort-cuda", "trt")
+BACKENDS = ("torch", "ort", "ort-cuda", "aoti", "trt")
 
 
 class Session(Protocol):
@@ -65,7 +70,7 @@ def available_backends() -> dict[str, str | None]:
     """backend -> None if usable here, else the reason it is not."""
     import onnxruntime as ort
 
-    out = {"torch": None, "ort": None}
+    out = {"torch": None, "ort": None, "aoti": None}
     out["ort-cuda"] = None if "CUDAExecutionProvider" in ort.get_available_providers() else \
         "onnxruntime has no CUDAExecutionProvider here (CPU build, or no GPU): install the [gpu] extra on a GPU machine"
     try:
@@ -81,13 +86,19 @@ def open_session(path, backend: str = "ort", **kwargs) -> Session:
         raise RuntimeBackendError(f"backend {backend!r}: unknown; fix: use one of {', '.join(BACKENDS)}")
     if backend == "torch":
         return TorchSession(path, **kwargs)
+    if backend == "aoti":
+        from ..aoti import AotiSession
+        return AotiSession(path, **kwargs)
+    path = Path(path)
+    if backend == "trt" and path.suffix == ".onnx":
+        raise RuntimeBackendError(f"{path}: backend trt runs a TensorRT engine, not an ONNX file; fix: build one "
+                                  f"with `madtp-deploy build {path}` and open the .plan it writes")
     reason = available_backends()[backend]
     if reason:
         raise RuntimeBackendError(f"backend {backend}: unavailable: {reason}")
     if backend == "trt":
-        from ..trt import TrtSession
+        from ..trt.session import TrtSession
         return TrtSession(path, **kwargs)
-    path = Path(path)
     if not path.is_file():
         raise RuntimeBackendError(f"{path}: no such ONNX file; fix: run `madtp-deploy export` first")
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if backend == "ort-cuda" else ["CPUExecutionProvider"]

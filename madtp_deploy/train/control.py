@@ -17,3 +17,16 @@ def next_temperature(t: float, current: float, target: float, dense: float) -> f
     gap = (current - target) / dense
     step = next((s for g, s in STEPS if abs(gap) > g), 0.01)
     return max(MIN_T, t + step if gap > 0 else t - step)
+
+
+def search_temperature(measure, t: float, target: float, dense: float, tol: float = 0.013,
+                       max_iter: int = 25) -> tuple[float, float]:
+    """The reference's calculate_temperature: step T with the controller until `measure(t)` (GFLOPs
+    at temperature t) is within `tol` of the target, relative to the dense count. Returns (T, GFLOPs)."""
+    cur = measure(t)
+    for _ in range(max_iter):
+        if abs(cur - target) / dense <= tol:
+            break
+        t = next_temperature(t, cur, target, dense)
+        cur = measure(t)
+    return t, cur

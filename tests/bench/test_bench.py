@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,35 +14,72 @@ from madtp_deploy.errors import UsageError
 CLI = [sys.executable, "-m", "madtp_deploy.cli", "bench"]
 
 
+VARIANTS = ("dense", "reference", "invariant", "packed", "static")
+
+
 @pytest.fixture(scope="module")
 def small_report(tmp_path_factory):
     cache = tmp_path_factory.mktemp("bench-cache")
     cfg = BenchConfig(model="clip-tiny-test", temperature=3.0, batch_sizes=[1, 4], backends=["torch", "ort"],
+                      variants=list(VARIANTS), capacity_quantile=0.9,
                       warmup_s=0.05, min_runs=3, pool=16, cache=str(cache))
-    return run_bench(cfg, log=lambda *_: None)
+    return run_bench(cfg, log=lambda *_: None), cfg
 
 
-def test_report_validates_and_has_both_variants(small_report):
+def test_report_validates_and_has_every_variant(small_report):
+    small_report, _ = small_report
     report.validate_report(small_report)
     ok = [r for r in small_report["results"] if "error" not in r]
     assert {(r["backend"], r["variant"], r["batch"]) for r in ok} == {
-        (b, v, n) for b in ("torch", "ort") for v in ("dense", "pruned") for n in (1, 4)}
+        (b, v, n) for b in ("torch", "ort") for v in VARIANTS for n in (1, 4)}
     for r in ok:
         assert r["p99_ms"] >= r["median_ms"] > 0 and r["runs"] >= 3
         if r["variant"] == "dense":
             assert r["gflops_per_instance"]["min"] == r["gflops_per_instance"]["max"]
     # the same inputs, the same weights: torch and ORT see the same keep counts
     for n in (1, 4):
-        t, o = [next(r for r in ok if r["backend"] == b and r["variant"] == "pruned" and r["batch"] == n)
-                for b in ("torch", "ort")]
-        assert t["kept_per_layer"] == o["kept_per_layer"]
-    assert len(small_report["comparisons"]) == 4
-    share = small_report["machinery_share_ort"]
-    assert 0 < share["dtp"] < 1 and abs(sum(v for k, v in share.items() if isinstance(v, float)) - 1) < 1e-6
+        for v in VARIANTS:
+            t, o = [next(r for r in ok if r["backend"] == b and r["variant"] == v and r["batch"] == n)
+                    for b in ("torch", "ort")]
+            assert t["kept_per_layer"] == o["kept_per_layer"]
+    assert len(small_report["comparisons"]) == 2 * 2 * 4
+    for v in ("reference", "invariant", "packed", "static"):
+        share = small_report["machinery_share_ort"][v]
+        assert 0 < share["dtp"] < 1 and abs(sum(x for x in share.values() if isinstance(x, float)) - 1) < 1e-6
+    assert small_report["machinery_share_ort"]["packed"]["layout"] > 0
+
+
+def test_honest_ratios(small_report):
+    """Own-token GFLOPs are the same instances' for every pruned variant; the padded batch computes
+    more than its instances need, the packed one (nearly) only what they need."""
+    small_report, _ = small_report
+    ok = [r for r in small_report["results"] if "error" not in r and r["backend"] == "ort" and r["batch"] == 4]
+    by = {r["variant"]: r for r in ok}
+    own = {v: by[v]["gflops_own_per_instance"] for v in ("reference", "invariant", "packed", "static")}
+    assert len({round(x, 9) for x in own.values()}) == 1
+    assert by["invariant"]["eff_over_own"] > by["packed"]["eff_over_own"] >= 1.0
+    assert by["reference"]["eff_over_own"] >= by["invariant"]["eff_over_own"]
+    assert by["dense"]["eff_over_own"] == 1.0
+    c = next(c for c in small_report["comparisons"] if c["backend"] == "ort" and c["batch"] == 4 and c["variant"] == "packed")
+    assert c["speedup_vs_invariant"] > 0 and abs(c["speedup_over_own_ratio"] * c["own_gflops_ratio"] - c["speedup"]) < 1e-9
+    g = small_report["graphs"]
+    assert g["packed"]["nodes_per_pruned_layer"] > 0 and g["dense"]["nodes"] < g["invariant"]["nodes"]
+
+
+def test_bench_reuses_cached_exports(small_report, tmp_path):
+    """A second run with the same weights and code reads the artifacts the first one exported."""
+    _, cfg = small_report
+    before = {p: p.stat().st_mtime_ns for p in Path(cfg.cache).glob("*.onnx")}
+    run_bench(BenchConfig(**{**cfg.__dict__, "batch_sizes": [1], "backends": ["ort"], "profile": False,
+                             "variants": ["dense", "packed"]}), log=lambda *_: None)
+    after = {p: p.stat().st_mtime_ns for p in Path(cfg.cache).glob("*.onnx")}
+    assert before == after and len(before) == len(VARIANTS)
 
 
 def test_schema_rejects_a_broken_report(small_report):
     import jsonschema
+
+    small_report, _ = small_report
     bad = json.loads(json.dumps(small_report))
     bad["results"][0].pop("median_ms", None)
     bad["results"][0].pop("error", None)
@@ -50,6 +88,7 @@ def test_schema_rejects_a_broken_report(small_report):
 
 
 def test_markdown_and_plot(small_report, tmp_path):
+    small_report, _ = small_report
     md = report.markdown(small_report)
     assert "| ort | 4 |" in md and "speedup" in md
     report.plot(small_report, tmp_path / "p.png")
@@ -71,6 +110,8 @@ def test_bad_backend():
     (["--batch-sizes", "1,,x"], "--batch-sizes"),
     (["--batch-sizes", "0"], "--batch-sizes"),
     (["--backend", "nope"], "unknown backend"),
+    (["--variants", "packed"], "--variants"),
+    (["--variants", "dense,padded"], "--variants"),
     (["--onnx", "/nonexistent/x.onnx"], "no such ONNX file"),
 ])
 def test_cli_bad_input(args, expect):

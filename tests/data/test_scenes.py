@@ -1,6 +1,7 @@
 import json
 import random
 
+import torch
 
 from madtp_deploy.data import scenes
 from madtp_deploy.data.dataset import load, tokenizer_for
@@ -40,6 +41,17 @@ def test_tokenizer_round_trip(scenes_dir):
     assert ids[0, 0] == 62 and ids[0, 11] == 63 and ids[0, 12:].eq(0).all() and mask.all()
 
 
-def test_pixels_are_clip_normalised(scenes_dir):
+def test_pixels_are_clip_normalised(scenes_dir, tmp_path):
+    """Bug caught: a missing or wrong CLIP mean/std normalisation (or channel order)."""
+    from PIL import Image
+
+    from madtp_deploy.data.retrieval import load_image
+
     px = load(scenes_dir, "val").pixels(32, [0, 1])
     assert px.shape == (2, 3, 32, 32) and -2.0 < float(px.min()) and float(px.max()) < 2.2
+    Image.new("RGB", (40, 40), (255, 128, 0)).save(tmp_path / "solid.png")
+    got = load_image(tmp_path / "solid.png", 32, "test")
+    want = [(255 / 255 - 0.48145466) / 0.26862954, (128 / 255 - 0.4578275) / 0.26130258,
+            (0 - 0.40821073) / 0.27577711]
+    for c in range(3):
+        assert torch.allclose(got[c], torch.full((32, 32), want[c]), atol=1e-5)

@@ -118,3 +118,78 @@ def test_text_pruning_follows_the_eot_token():
         d = dense.encode_text(ids).embeds
     cos = torch.nn.functional.cosine_similarity(t.embeds, d)
     assert (cos[pruned] > 0.9).all()
+
+
+def _eot_moving_captions():
+    """Captions whose EOT token moves to an earlier slot when tokens before it are pruned."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.zeros(8, 16, dtype=torch.long)
+    ids[:, 0] = 62
+    ids[:, 1:9] = torch.randint(1, 60, (8, 8), generator=g)
+    eot = torch.tensor([3, 4, 5, 6, 7, 8, 5, 4])
+    ids[torch.arange(8), eot] = 63
+    ids[torch.arange(16)[None] > eot[:, None]] = 0
+    return ids, eot
+
+
+def test_pooling_reads_the_eot_token_after_it_moves():
+    """Bug caught: pooling at the pre-pruning EOT index once compaction has moved the token."""
+    m = madtp_deploy.load(TINY, mode="invariant", temperature=50.0)
+    ids, eot = _eot_moving_captions()
+    seen = {}
+    hooks = [m.transformer.register_forward_hook(lambda mod, a, o: seen.update(track=o[2])),
+             m.ln_final.register_forward_hook(lambda mod, a, o: seen.update(final=o))]
+    try:
+        with torch.no_grad():
+            t = m.encode_text(ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    slot = seen["track"].int().argmax(1)
+    assert (slot < eot).any(), "some EOT token must have moved to an earlier slot"
+    want = seen["final"][torch.arange(8), slot] @ m.text_projection
+    torch.testing.assert_close(t.embeds, want)
+
+
+def _early_eot_captions():
+    """Short captions (EOT at 2 or 3) in a 16-token context: most of them prune."""
+    g = torch.Generator().manual_seed(1)
+    ids = torch.zeros(8, 16, dtype=torch.long)
+    ids[:, 0] = 62
+    ids[:, 1:9] = torch.randint(1, 60, (8, 8), generator=g)
+    eot = torch.tensor([2, 3] * 4)
+    ids[torch.arange(8), eot] = 63
+    ids[torch.arange(16)[None] > eot[:, None]] = 0
+    return ids, eot
+
+
+def test_reference_mode_text_keeps_the_batch_max():
+    """Bug caught: the text tower ignoring the batch mode (reference text run as invariant)."""
+    ids, _ = _early_eot_captions()
+    ref = madtp_deploy.load(TINY, mode="reference", temperature=50.0)
+    inv = madtp_deploy.load(TINY, mode="invariant", temperature=50.0)
+    with torch.no_grad():
+        r, i = ref.encode_text(ids).kept, inv.encode_text(ids).kept
+    assert len(set(i[:, -1].tolist())) > 1, "invariant: instances keep different counts"
+    assert (r == r[:1]).all(), "reference: every instance keeps the batch's count"
+    assert (r[0] < 16).any(), "reference: the batch prunes"
+    assert r[0, 0] == i[:, 0].max(), "first layer: the batch keeps its largest own count"
+
+
+def test_padded_attention_mask_prunes_like_the_unpadded_caption():
+    """Zeros in the attention mask (padding at the end) give each caption its unpadded answer,
+    pruned or not. Bug caught: padding slots that leak into the scores, the threshold, the
+    package token or the keep counts."""
+    m = madtp_deploy.load(TINY, mode="invariant", temperature=50.0)
+    ids, _ = _early_eot_captions()
+    length = 16 - torch.arange(8) % 3  # 16, 15 or 14 valid tokens, zeros in the mask after them
+    mask = (torch.arange(16)[None] < length[:, None]).long()
+    with torch.no_grad():
+        batch = m.encode_text(ids, mask)
+        for b in range(8):
+            one = m.encode_text(ids[b:b + 1, :int(length[b])])
+            torch.testing.assert_close(batch.embeds[b:b + 1], one.embeds, atol=1e-5, rtol=0)
+            assert torch.equal(batch.kept[b:b + 1], one.kept)
+    padded = length < 16
+    assert (batch.kept[padded, -1] < length[padded]).any(), "some padded captions must prune"
+    assert (batch.kept[padded, -1] == length[padded]).any(), "and some skip while others prune"

@@ -16,7 +16,7 @@ from madtp_deploy.runtime import open_session
 from ..conftest import TINY
 
 
-@pytest.fixture(scope="module", params=["reference", "invariant"])
+@pytest.fixture(scope="module", params=["reference", "invariant", "packed"])
 def exported(request, tmp_path_factory):
     m = madtp_deploy.load(TINY, mode=request.param, temperature=3.0)
     out = tmp_path_factory.mktemp(f"export-{request.param}")

@@ -12,10 +12,20 @@ def test_unknown_backend():
 def test_unavailable_backends_say_why():
     reasons = available_backends()
     assert reasons["ort"] is None and reasons["torch"] is None
-    for name in ("ort-cuda", "trt"):
+    for name, path in (("ort-cuda", "x.onnx"), ("trt", "x.plan")):
         if reasons[name]:
             with pytest.raises(RuntimeBackendError, match="unavailable"):
-                open_session("x.onnx", backend=name)
+                open_session(path, backend=name)
+
+
+def test_trt_refuses_an_onnx_file_with_guidance():
+    with pytest.raises(RuntimeBackendError, match="madtp-deploy build"):
+        open_session("m.image.onnx", backend="trt")
+
+
+def test_aoti_refuses_what_is_not_a_package(tmp_path):
+    with pytest.raises(RuntimeBackendError, match="export --format aoti"):
+        open_session(tmp_path / "m.image.onnx", backend="aoti")
 
 
 def test_missing_onnx_file(tmp_path):

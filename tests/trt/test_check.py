@@ -1,26 +1,158 @@
+"""The TensorRT-conformance checker: every rule fails on a hand-built graph that breaks it."""
+
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from madtp_deploy.trt.check import check
+from madtp_deploy.onnx.fold import fold_constants
+from madtp_deploy.trt.check import check, report
+
+F, I64, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
 
 
-def _topk_model(tmp_path, sorted_, k):
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5000])
-    v = helper.make_tensor_value_info("v", TensorProto.FLOAT, None)
-    i = helper.make_tensor_value_info("i", TensorProto.INT64, None)
-    kc = helper.make_tensor("k", TensorProto.INT64, [1], [k])
-    node = helper.make_node("TopK", ["x", "k"], ["v", "i"], sorted=sorted_, name="topk")
-    g = helper.make_graph([node], "g", [x], [v, i], initializer=[kc])
-    path = tmp_path / "m.onnx"
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)]), path)
-    return path
+def _model(nodes, inputs, outputs, inits=(), opset=20):
+    g = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
 
 
-def test_topk_rules(tmp_path):
-    levels = {f.why.split(":")[0]: f.level for f in check(_topk_model(tmp_path, 0, 4000))}
-    assert levels == {"sorted=0": "fail", "K=4000 > 3840, TensorRT's TopK limit": "fail"}
-    assert check(_topk_model(tmp_path, 1, 10)) == []
+def _vi(name, dtype, shape=None):
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+def _rules(model):
+    return sorted({f.rule for f in check(model) if f.level == "fail"})
+
+
+def _i64(name, values):
+    return helper.make_tensor(name, I64, [len(values)], values)
+
+
+def _clean():
+    return _model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", F, ["batch", 4])], [_vi("y", F, None)])
+
+
+def test_clean_graph_passes():
+    assert check(_clean()) == []
+
+
+@pytest.mark.parametrize("opset", [8, 25])
+def test_opset_outside_range_fails(opset):
+    m = _clean()
+    m.opset_import[0].version = opset
+    assert _rules(m) == ["opset"]
+
+
+def test_custom_domain_and_unsupported_ops_fail():
+    nodes = [helper.make_node("MyOp", ["x"], ["a"], domain="custom"), helper.make_node("Unique", ["x"], ["y"]),
+             helper.make_node("Frobnicate", ["x"], ["z"])]
+    m = _model(nodes, [_vi("x", F, [4])], [_vi("a", F), _vi("y", F), _vi("z", F)])
+    m.opset_import.append(helper.make_opsetid("custom", 1))
+    whys = {f.op: f.why for f in check(m) if f.rule == "op"}
+    assert whys["MyOp"].startswith("custom domain 'custom'")
+    assert whys["Unique"] == "not supported by TensorRT's ONNX parser"
+    assert whys["Frobnicate"] == "not in TensorRT's operator table"
+
+
+def _scatter(dtype):
+    nodes = [helper.make_node("ScatterElements", ["d", "i", "u"], ["y"], axis=1)]
+    return _model(nodes, [_vi("d", dtype, [2, 4]), _vi("i", I64, [2, 1]), _vi("u", dtype, [2, 1])],
+                  [_vi("y", dtype, [2, 4])])
+
+
+def test_scatter_elements_on_bool_fails_and_on_float_passes():
+    assert _rules(_scatter(B)) == ["dtype"]
+    assert "BOOL" in check(_scatter(B))[0].why
+    assert check(_scatter(F)) == []
+
+
+def test_dtype_of_intermediate_tensor_is_inferred():
+    """The BOOL reaches ScatterElements through a Cast: found through shape inference, not value_info."""
+    nodes = [helper.make_node("Cast", ["x"], ["d"], to=B),
+             helper.make_node("ScatterElements", ["d", "i", "u"], ["y"], axis=1)]
+    m = _model(nodes, [_vi("x", F, [2, 4]), _vi("i", I64, [2, 1]), _vi("u", B, [2, 1])], [_vi("y", B)])
+    assert "dtype" in _rules(m)
+
+
+def _slice_axes_from_reshape():
+    """Slice whose axes come from Reshape(Constant), as the dynamo exporter writes them."""
+    nodes = [helper.make_node("Constant", [], ["ax0"], value=_i64("ax0v", [1])),
+             helper.make_node("Constant", [], ["shp"], value=_i64("shpv", [1])),
+             helper.make_node("Reshape", ["ax0", "shp"], ["axes"]),
+             helper.make_node("Slice", ["x", "st", "en", "axes"], ["y"])]
+    return _model(nodes, [_vi("x", F, ["batch", 8])], [_vi("y", F)], [_i64("st", [1]), _i64("en", [5])])
+
+
+def test_computed_slice_axes_fail_until_folded():
+    m = _slice_axes_from_reshape()
+    assert _rules(m) == ["initializer"]
+    assert check(fold_constants(m)) == []
+
+
+def test_reduce_axes_from_an_input_fail():
+    nodes = [helper.make_node("ReduceSum", ["x", "axes"], ["y"])]
+    m = _model(nodes, [_vi("x", F, [2, 4]), _vi("axes", I64, [1])], [_vi("y", F)])
+    assert "initializer" in _rules(m)
+
+
+def test_topk_rules():
+    def topk(sorted_, k):
+        nodes = [helper.make_node("TopK", ["x", "k"], ["v", "i"], sorted=sorted_)]
+        return _model(nodes, [_vi("x", F, [1, 5000])], [_vi("v", F), _vi("i", I64)], [_i64("k", [k])])
+
+    whys = sorted(f.why for f in check(topk(0, 4000)))
+    assert whys == ["K=4000 > 3840, TensorRT's TopK limit", "sorted=0: TensorRT requires sorted=1"]
+    assert check(topk(1, 10)) == []
+
+
+def test_nonzero_makes_value_dependent_shapes():
+    nodes = [helper.make_node("NonZero", ["x"], ["nz"]), helper.make_node("Transpose", ["nz"], ["y"])]
+    m = _model(nodes, [_vi("x", F, [4])], [_vi("y", I64)])
+    found = [f for f in check(m) if f.rule == "value-dependent"]
+    assert len(found) == 1 and found[0].why.startswith("2 of 2 nodes")
+
+
+def _reshape_to(shape_nodes):
+    nodes = [*shape_nodes, helper.make_node("Reshape", ["x", "shape"], ["r"]), helper.make_node("Relu", ["r"], ["y"])]
+    return _model(nodes, [_vi("x", F, ["batch", 4])], [_vi("y", F)])
+
+
+def test_shape_computed_from_values_is_value_dependent_but_from_shapes_is_not():
+    from_values = _reshape_to([helper.make_node("ReduceMax", ["x"], ["mx"], keepdims=0),
+                               helper.make_node("Cast", ["mx"], ["k"], to=I64),
+                               helper.make_node("Concat", ["k", "k"], ["shape"], axis=0)])
+    from_shapes = _reshape_to([helper.make_node("Shape", ["x"], ["s"]),
+                               helper.make_node("ReduceProd", ["s"], ["n"], keepdims=1),
+                               helper.make_node("Concat", ["n", "n"], ["shape"], axis=0)])
+    assert "value-dependent" in _rules(from_values)
+    found = [f for f in check(from_values) if f.rule == "value-dependent"][0]
+    assert found.why.startswith("2 of 5 nodes")  # the Reshape and the Relu after it
+    assert "value-dependent" not in _rules(from_shapes)
+
+
+def test_dynamic_export_reports_the_known_failures(dynamic_image):
+    """The exporter's dynamic graph: computed Slice/ReduceL2 axes (until folded), value-dependent
+    shapes (until the static export), BOOL ScatterElements exactly where the graph has them."""
+    _, path = dynamic_image
+    model = onnx.load(str(path))
+    r = report(path)
+    assert {"initializer", "value-dependent"} <= set(r["failed_rules"])
+    assert {"Slice", "ReduceL2"} <= {f["op"] for f in r["findings"] if f["rule"] == "initializer"}
+    consts = {i.name for i in model.graph.initializer} | {n.output[0] for n in model.graph.node
+                                                         if n.op_type == "Constant"}
+    axes_at = {"Slice": 3, "ReduceL2": 1, "ReduceSum": 1, "ReduceMax": 1, "ReduceMin": 1, "Squeeze": 1,
+               "Unsqueeze": 1}
+    computed_axes = [n for n in model.graph.node if n.op_type in axes_at and len(n.input) > axes_at[n.op_type]
+                     and n.input[axes_at[n.op_type]] not in consts]
+    assert len([f for f in r["findings"] if f["rule"] == "initializer"]) == len(computed_axes)
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *inferred.graph.input]}
+    bool_scatters = [n for n in model.graph.node if n.op_type == "ScatterElements" and types.get(n.input[0]) == B]
+    dtype_fails = [f for f in r["findings"] if f["rule"] == "dtype"]
+    assert len(dtype_fails) == len(bool_scatters)
+    assert all(f["op"] == "ScatterElements" and "BOOL" in f["why"] for f in dtype_fails)
+    folded = check(fold_constants(model))
+    assert not [f for f in folded if f.rule == "initializer"]
+    assert [f for f in folded if f.rule == "value-dependent"]
 
 
 def test_trt_runtime_skips_without_tensorrt():

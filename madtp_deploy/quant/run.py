@@ -1,0 +1,156 @@
+"""`madtp-deploy calibrate`: calibration set + manifest + Q/DQ ONNX + sidecar, per encoder.
+
+Order of work: every input is checked (graph inputs, set contents, sizes, sample counts) before the
+first file is written; then the exported graphs (cached), the sets and the quantized graphs are
+written, each under a temp name and renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CalibrationError
+from ..files import check_output_dir
+from . import calibset
+from .quantize import QuantConfig, quantize_file
+
+ENCODERS = ("image", "text")
+WORK = ".work"  # under the output folder: exports and generated scenes (gitignored)
+
+
+@dataclass
+class Job:
+    encoder: str
+    onnx: Path | None                 # None: exported from the model before quantizing
+    inputs: list[dict]                # [{name, dtype, shape}]
+    stem: str                         # e.g. madtp-clip-tiny.image
+
+
+def _spec_inputs(model, encoder: str) -> list[dict]:
+    s = model.spec
+    if encoder == "image":
+        return [{"name": "pixels", "dtype": "float32", "shape": ["batch", 3, s.image_size, s.image_size]}]
+    return [{"name": "input_ids", "dtype": "int64", "shape": ["batch", "seq"]},
+            {"name": "attention_mask", "dtype": "int64", "shape": ["batch", "seq"]}]
+
+
+def parse_encoders(text: str) -> tuple[str, ...]:
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [n for n in names if n not in ENCODERS]
+    if bad or not names:
+        raise CalibrationError(f"--encoders {text!r}: unknown {', '.join(bad) or '(none)'}; fix: image, text "
+                               f"or image,text")
+    return names
+
+
+def _export_cached(model, work: Path, encoders, source: str, log) -> dict[str, Path]:
+    """The fp32 encoders of `model` under work/, keyed on weights, settings and the export code."""
+    from ..onnx.export import export_model, weights_sha256
+
+    wh = weights_sha256(model)
+    pkg = Path(__file__).parents[1]
+    code = b"".join(f.read_bytes() for d in ("onnx", "models", "pruning") for f in sorted((pkg / d).glob("*.py")))
+    key = hashlib.sha256(f"{wh}-{model.temperature}-{model.mode}".encode() + code).hexdigest()[:12]
+    name = f"{model.spec.name}-{key}"
+    paths = {e: work / f"{name}.{e}.onnx" for e in encoders}
+    missing = tuple(e for e, p in paths.items() if not p.is_file() or not p.with_suffix(".json").is_file())
+    if missing:
+        log(f"exporting {', '.join(missing)} encoder(s) of {source} (fp32, cached under {work})")
+        export_model(model, work, name, source=source, validate=False, log=lambda *_: None, encoders=missing,
+                     weights_hash=wh)
+    return paths
+
+
+def calibrate(*, model: str = "shipped", onnx: Path | None = None, encoders=("image", "text"),
+              mode: str = "invariant", temperature: float | None = None, data: Path | None = None,
+              split: str = "val", calib_set: Path | None = None, samples: int = 128, seed: int = 0,
+              output: Path = Path("calibration"), name: str | None = None, cfg: QuantConfig | None = None,
+              log=print) -> list[dict]:
+    """Returns, per encoder, {"onnx", "sidecar", "calib_set", "manifest"} paths and the sidecar."""
+    cfg = (cfg or QuantConfig()).check()
+    if samples < 1:
+        raise CalibrationError(f"--samples {samples}: must be >= 1; fix: e.g. --samples 128")
+    output = check_output_dir(output, "--output")
+    if calib_set is not None and (onnx is None and len(encoders) != 1):
+        raise CalibrationError("--calib-set: a set belongs to one encoder; fix: add --onnx FILE or --encoders image")
+
+    # 1. what the graphs take
+    m = None
+    if onnx is not None:
+        onnx = Path(onnx)
+        if not onnx.is_file():
+            raise CalibrationError(f"--onnx {onnx}: no such file; fix: run `madtp-deploy export` first")
+        side = calibset.read_sidecar(onnx)
+        inputs = calibset.check_graph_inputs(onnx, side)
+        if side.get("quantization"):
+            raise CalibrationError(f"--onnx {onnx}: already quantized; fix: pass the fp32 export")
+        from ..specs import ClipSpec
+
+        spec = ClipSpec.from_dict(side["model"]["spec"])
+        jobs = [Job(side["encoder"], onnx, inputs, onnx.stem)]
+        source = side["model"]["source"]
+    else:
+        from .. import load
+
+        m = load(model, mode=mode, temperature=temperature)
+        if m.temperature <= 0:
+            raise CalibrationError(f"--model {model}: temperature 0 (no pruning); fix: pass --temperature T "
+                                   f"or a MADTP checkpoint")
+        spec = m.spec
+        jobs = [Job(e, None, _spec_inputs(m, e), f"{spec.name}.{e}") for e in encoders]
+        source = str(model)
+
+    # 2. the calibration data, checked against those inputs (nothing written yet)
+    work = output / WORK
+    sets = {}
+    for job in jobs:
+        where = str(calib_set) if calib_set else f"--data {data or 'generated scenes'}"
+        if calib_set is not None:
+            arrays = calibset.load_set(Path(calib_set))
+            sources = {"set": calibset.display_path(Path(calib_set)), "set_sha256": calibset.sha256_file(Path(calib_set))}
+        else:
+            root = data
+            if root is None:
+                pool = calibset.SCENES[f"n_{split}"] if f"n_{split}" in calibset.SCENES else 0
+                pool = pool * (2 if job.encoder == "text" and split != "train" else 1)
+                if pool < samples:
+                    raise CalibrationError(f"generated scenes, split {split}: {pool} "
+                                           f"{'images' if job.encoder == 'image' else 'captions'}, fewer than "
+                                           f"--samples {samples}; fix: pass --samples {pool} or --data DIR")
+                root = calibset.ensure_scenes(work / "scenes", log)
+            arrays, sources = calibset.build_set(job.encoder, spec, Path(root), split, samples, seed)
+        sets[job.encoder] = (calibset.check_set(arrays, job.inputs, samples, where), sources)
+
+    # 3. the fp32 graphs
+    if any(j.onnx is None for j in jobs):
+        paths = _export_cached(m, work, tuple(j.encoder for j in jobs), source, log)
+        for j in jobs:
+            j.onnx = paths[j.encoder]
+            calibset.check_graph_inputs(j.onnx, calibset.read_sidecar(j.onnx))
+
+    # 4. write: set + manifest, Q/DQ graph + sidecar
+    suffix = name or (cfg.precision + ("-pp" if cfg.quantize_pruning_path else "")
+                      + ("-modelopt" if cfg.quantizer == "modelopt" and cfg.precision == "int8" else ""))
+    results = []
+    for job in jobs:
+        arrays, sources = sets[job.encoder]
+        side = calibset.read_sidecar(job.onnx)
+        if calib_set is not None:
+            npz, manifest = Path(calib_set), {"file": str(calib_set), "sha256": calibset.sha256_file(Path(calib_set))}
+        else:
+            npz = output / f"{job.stem}.calib.npz"
+            manifest = calibset.write_set(arrays, npz, {
+                "encoder": job.encoder, "samples": samples, "sources": sources,
+                "model": {k: side["model"].get(k) for k in ("source", "temperature", "mode", "weights_sha256")}
+                | {"spec": spec.name}})
+        calibration = {"set": calibset.display_path(npz), "set_sha256": manifest["sha256"],
+                       "manifest": calibset.display_path(npz.with_suffix(".json")) if calib_set is None else None,
+                       "sources": sources if calib_set is not None else "see manifest", "samples": samples}
+        out = output / f"{job.stem}.{suffix}.onnx"
+        sidecar = quantize_file(job.onnx, arrays, out, cfg, calibration, log)
+        results.append({"onnx": out, "sidecar": out.with_suffix(".json"), "calib_set": npz,
+                        "fp32_onnx": job.onnx, "info": sidecar})
+    return results
+
