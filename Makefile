@@ -49,8 +49,9 @@ $(MODELOPT_VENV)/.installed:
 
 modelopt-env: $(MODELOPT_VENV)/.installed
 
-# INT8 calibration study (shipped model + ViT-B/16 geometry) -> "Calibration" sections of docs/*.md
-calibration-report: setup
+# INT8 / FP8 calibration study (shipped model + ViT-B/16 geometry; about 30 minutes on 2 shared cores)
+# -> the "Calibration" sections of docs/RESULTS.md and docs/BENCHMARKS.md, record docs/bench/calibration.json
+calibration-report: setup modelopt-env
 	$(PY) bench/calibration_report.py
 
 # GPU-only checks (CUDA eager/compiled, AOTInductor CUDA, onnxruntime CUDA, TensorRT via polygraphy):

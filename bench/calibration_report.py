@@ -228,10 +228,12 @@ def vitb_latency(rec: dict, rounds=((1, 12), (8, 6), (32, 3))) -> None:
     for bs, n in rounds:
         lat.update(compare.time_interleaved(paths, {bs: b[bs]}, n, warmup=1, log=log))
     rec["vitb16"]["latency"] = {str(k): v for k, v in lat.items()}
+    rec["vitb16"].setdefault("latency_runs", []).append({
+        "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),  # when it ended "load_avg_1min": round(__import__("os").getloadavg()[0], 1),
+        "timed_calls": {str(b): n for b, n in rounds},
+        "median_ms": {str(b): {k: v["median_ms"] for k, v in row.items()} for b, row in lat.items()}})
     save_record(rec)
 
-
-# -- docs ----------------------------------------------------------------------------------------
 
 def noise_floor(fp32_image: Path, pixels: np.ndarray, seed: int = 0) -> dict:
     """Keep agreement of fp32 with itself when every pixel moves by up to half an 8-bit step
@@ -263,6 +265,8 @@ def noise_floors(rec: dict) -> None:
 def _pct(x):
     return f"{100 * x:.1f}%"
 
+
+# -- docs ----------------------------------------------------------------------------------------
 
 def _delta(r: dict, f: dict) -> tuple[float, float]:
     return r["txt_r1"] - f["txt_r1"], r["img_r1"] - f["img_r1"]
@@ -353,12 +357,16 @@ def targets_md(rec: dict) -> list[str]:
             + (f"; ViT-B/16 {_pct(v['recipes']['int8']['keep_image']['equal_share'])}" if "int8" in v.get("recipes", {}) else "")
             + f" | text **met**; image **missed** by {100 * (0.95 - ki):.1f} points ({100 * (0.95 - best[0]):.1f} "
             f"with `{best[1]}`) |"]
-    lat = v.get("latency", {}).get("8")
-    if lat and "int8" in lat:
-        ratio = lat["int8"]["median_ms"] / lat["fp32"]["median_ms"]
-        rows.append(f"| INT8 <= 0.6x fp32 latency, batch 8, ViT-B/16 (onnxruntime CPU) | {ratio:.2f}x "
-                    f"({lat['int8']['median_ms']:.0f} vs {lat['fp32']['median_ms']:.0f} ms; docs/BENCHMARKS.md) | "
-                    f"{'**met**' if ratio <= 0.6 else f'**missed** by {ratio - 0.6:.2f}x'} |")
+    runs = [r["median_ms"]["8"] for r in v.get("latency_runs", []) if "int8" in r["median_ms"].get("8", {})]
+    if runs:
+        ratios = [r["int8"] / r["fp32"] for r in runs]
+        met = sum(x <= 0.6 for x in ratios)
+        verdict = ("**met**" if met == len(ratios) else f"**missed** by {max(ratios) - 0.6:.2f}x" if not met else
+                   f"met in {met} of {len(ratios)} runs (worst {max(ratios):.2f}x): **not reliably met** on this "
+                   f"shared machine")
+        rows.append(f"| INT8 <= 0.6x fp32 latency, batch 8, ViT-B/16 (onnxruntime CPU) | "
+                    + ", ".join(f"{x:.2f}x" for x in ratios) + " in the timing runs (docs/BENCHMARKS.md) | "
+                    + verdict + " |")
     rows.append("")
     if nf is not None:
         rows += [f"Why the image keep counts miss: the decisions are fragile before any quantization. Moving "
@@ -391,7 +399,15 @@ def benchmarks_md(rec: dict) -> str:
            f"{m.get('cores', '?')} cores when the timing started): absolute times are noisy; the variants' calls were interleaved "
            "(fp32, int8-all, int8, int8-feeders, fp32, ...) in one process so that a slow stretch hits all of "
            "them, and the ratios are the result. Median of the timed calls; pruned graphs (invariant mode) on "
-           "real scene images. Recipes as in docs/RESULTS.md (Calibration).", ""]
+           "real scene images. Recipes as in docs/RESULTS.md (Calibration).", "",
+           "What caps the INT8 gain in the default recipe: the pruning path stays fp32. At ViT-B/16 per token and "
+           "layer, MAG's q_map is one width x width product beside the 12 width^2 of in_proj, out_proj and "
+           "the MLP (1/13, about 8% of the MACs) and QK plus attn·V are 2N·width (about 4% at N = 197, less after "
+           "pruning): roughly a tenth of the work never reaches the int8 kernels (onnxruntime fuses the rest "
+           "into QLinearMatMul on AVX-512 VNNI). `int8-feeders` moves in_proj back to fp32 as well. `int8-all` "
+           "quantizes everything and is the fastest per token, but on ViT-B/16 it breaks the pruning (GFLOPs "
+           "nearly double, docs/RESULTS.md), which is why its batch 8 ratio is the worst. The shipped model "
+           "(width 128) is too small for INT8 to pay: per-node overhead, not arithmetic, dominates there.", ""]
     for key, title in (("vitb16", "ViT-B/16 geometry (T 1.2), image encoder"),
                        ("shipped", "Shipped model, image encoder")):
         lat = rec.get(key, {}).get("latency")
@@ -406,6 +422,16 @@ def benchmarks_md(rec: dict) -> str:
                        " | ".join(f"{row[n]['median_ms'] / row['fp32']['median_ms']:.2f}x" for n in names if n != "fp32")
                        + f" | {row['fp32']['p10_ms']:.1f}-{row['fp32']['p90_ms']:.1f} | {row['fp32']['runs']} |")
         out.append("")
+        runs = rec.get(key, {}).get("latency_runs", [])
+        if len(runs) > 1:
+            out += ["Every timing run of this geometry (int8 / fp32 median ratio per batch; the spread is the "
+                    "shared machine's):", "", "| run ended (UTC) | load (1 min) then | " + " | ".join(f"batch {b}" for b in lat) + " |",
+                    "|---" * (2 + len(lat)) + "|"]
+            for r in runs:
+                out.append(f"| {r['utc']} | {r.get('load_avg_1min', '?')} | " + " | ".join(
+                    f"{r['median_ms'][b]['int8'] / r['median_ms'][b]['fp32']:.2f}x" if b in r["median_ms"] else "-"
+                    for b in lat) + " |")
+            out.append("")
     return "\n".join(out)
 
 

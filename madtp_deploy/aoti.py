@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ExportError, RuntimeBackendError
+from .errors import DataError, ExportError, RuntimeBackendError
 from .files import atomic, read_json, write_text_atomic
 from .onnx import io as onnx_io
 
@@ -123,7 +123,7 @@ def write_raw(path: Path, array: np.ndarray) -> None:
 def read_raw(path: Path) -> np.ndarray:
     data = Path(path).read_bytes()
     if data[:8] != RAW_MAGIC:
-        raise ExportError(f"{path}: not a MADTPRAW file (magic missing); fix: write it with madtp_deploy.aoti.write_raw")
+        raise DataError(f"{path}: not a MADTPRAW file (magic missing); fix: write it with madtp_deploy.aoti.write_raw")
     rank = int(np.frombuffer(data, "<i8", 1, 8)[0])
     shape = tuple(int(d) for d in np.frombuffer(data, "<i8", rank, 16))
     return np.frombuffer(data, "<f4", offset=16 + 8 * rank).reshape(shape).copy()

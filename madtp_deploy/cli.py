@@ -122,7 +122,7 @@ def export(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
     """Export the image and text encoders to ONNX with pruning inside the graph, then validate."""
     from . import load
     from .errors import UsageError
-    from .files import clean_stale_staging, output_dir
+    from .files import output_dir
     from .models.inputs import check_number, check_temperature
     from .onnx.export import check_opset, export_model
 
@@ -133,12 +133,19 @@ def export(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
                  fix="the largest batch the graph accepts, from 1 to 4096 (default 64)")
     if temperature is not None:
         check_temperature(temperature, "--temperature", error=UsageError)
-    clean_stale_staging(output, ".export-")  # what a killed export left behind
+    if shapes not in ("dynamic", "static"):
+        raise UsageError(f"--shapes {shapes!r}: unknown; fix: dynamic or static")
+    if shapes == "static":
+        check_number(capacity_quantile, "--capacity-quantile", lo=0.0, hi=1.0, lo_open=True, error=UsageError,
+                     fix="a quantile in (0, 1], e.g. 0.99")
+        check_number(calibration_samples, "--calibration-samples", lo=1, hi=100_000, integer=True,
+                     error=UsageError, fix="inputs per encoder, e.g. 256")
+        if mode == Mode.reference:
+            raise UsageError("--shapes static --mode reference: capacities give each instance its own answer; "
+                             "fix: use --mode invariant or packed")
     with output_dir(output, "--output"):
         m = load(model, mode=mode.value, temperature=temperature)
         profiles = None
-        if shapes not in ("dynamic", "static"):
-            raise UsageError(f"--shapes {shapes!r}: unknown; fix: dynamic or static")
         if shapes == "static":
             from .capacity import make_static
 
@@ -291,7 +298,7 @@ def eval_(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
     if json_out:
         check_output_file(json_out, "--json")
     m = load(model, mode=mode.value, temperature=temperature)
-    if hasattr(m, "nlvr"):  # BLIP NLVR2: accuracy (train/blip_trainer.py)
+    if hasattr(m, "text_encoder"):  # BLIP NLVR2: accuracy (train/blip_trainer.py)
         return _eval_nlvr(m, model, data, split, batch_size, tokenizer, json_out)
     s = dataset.load(data, split)
     r = evaluate(m, s, dataset.tokenizer_for(data, m.spec, tokenizer), batch_size)
@@ -446,8 +453,12 @@ def _eval_nlvr(m, model, data, split, batch_size, tokenizer, json_out) -> None:
 
     from .data import nlvr
     from .files import write_text_atomic
+    from .errors import UsageError
     from .train.blip_trainer import evaluate, tokenizer_for
 
+    if not hasattr(m, "nlvr"):
+        raise UsageError(f"--model {model}: BLIP retrieval has no `eval` command yet; fix: evaluate a BLIP NLVR2 "
+                         f"model, or use the library (encode_image, encode_text, match)")
     s = nlvr.load(data, split)
     r = evaluate(m, s, tokenizer_for(data, tokenizer), batch_size)
     r["model"], r["split"] = model, str(s.annotation)

@@ -433,6 +433,25 @@ class MadtpBlipRetrieval(_Blip):
         txt = self.text_tokens(ids, attention_mask, [img])
         return MatchOutput(self.itm_head(txt.x[:, 0]), img.kept, txt.kept, txt.tokens_in)
 
+    @torch.no_grad()
+    def rerank(self, pixels, input_ids, attention_mask=None, k: int = 16) -> torch.Tensor:
+        """Image-to-text scores as BLIP's evaluation computes them [images, texts]: the k best texts
+        of each image by ITC cosine are re-scored with ITM (its "match" logit + the cosine); the
+        others get -100. Each image is encoded once; its tokens are repeated for its k candidates."""
+        img = self.image_tokens(pixels)
+        cos = F.normalize(self.vision_proj(img.x[:, 0]), dim=-1) @ \
+            F.normalize(self.encode_text(input_ids, attention_mask).embeds, dim=-1).t()
+        k = min(k, cos.shape[1])
+        top, idx = cos.topk(k, dim=1)
+        scores = torch.full_like(cos, -100.0)
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        for i in range(cos.shape[0]):
+            rep = Tokens(img.x[i:i + 1].expand(k, -1, -1), img.valid[i:i + 1].expand(k, -1), img.kept[i:i + 1],
+                         img.tokens_in[i:i + 1])
+            itm = self.match(None, input_ids[idx[i]], mask[idx[i]], image=rep)
+            scores[i, idx[i]] = itm.logits[:, 1] + top[i]
+        return scores
+
     def similarity(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
         """ITC similarities [images, texts] / temp, as BLIP's evaluation ranks them."""
         return F.normalize(image_embeds, dim=-1) @ F.normalize(text_embeds, dim=-1).t() / self.temp

@@ -21,6 +21,7 @@ from torch import nn
 from .. import pruning
 from ..modes import LIBRARY_DEFAULT, MODES, parse_mode  # noqa: F401 (MODES: the modes this model implements)
 from ..specs import ClipSpec
+from .inputs import check_pixels, check_text
 from .layout import Packed, Padded
 
 NEG = torch.finfo(torch.float32).min
@@ -222,6 +223,7 @@ class MadtpCLIP(nn.Module):
 
     # -- towers -----------------------------------------------------------------------------------
     def encode_image(self, pixels: torch.Tensor, want_align: bool = False) -> Encoded:
+        check_pixels(self.spec, pixels)
         v = self.visual
         x = v.conv1(pixels.to(v.conv1.weight.dtype))
         x = x.flatten(2).transpose(1, 2)
@@ -244,6 +246,7 @@ class MadtpCLIP(nn.Module):
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                     want_align: bool = False) -> Encoded:
+        check_text(self.spec, input_ids, attention_mask)
         b, n = input_ids.shape
         x = self.token_embedding(input_ids) + self.positional_embedding[:n]
         if attention_mask is None:
@@ -254,10 +257,9 @@ class MadtpCLIP(nn.Module):
         eot = self.eot_index(input_ids)
         positions = torch.arange(n, device=x.device)[None, :]
         track = positions == eot[:, None]
-        # The reference never lets a text layer keep <= max(EOT index) + 2 tokens (per instance here).
+        # The reference never lets a text layer keep <= max(EOT index) + 2 tokens: the batch's max in
+        # reference mode (pruning.effective_keep takes it), each instance's own otherwise.
         min_keep = eot + 2
-        if self.mode == "reference":
-            min_keep = min_keep.max().expand(b)
         x, valid, track, kept, align, overflow = self.transformer(
             x, valid, self.space_dict, self.temperature, self.mode, min_keep, track=track, want_align=want_align,
             score_fn=self.score_fn, capacity=self._capacity("text"))

@@ -50,15 +50,20 @@ class Packed:
     def __init__(self, valid: torch.Tensor):
         self.valid = valid
         self.shape = valid.shape
-        self.index = valid.reshape(-1).nonzero().squeeze(1)  # flat positions of the valid slots
+        flat = valid.reshape(-1)
+        self.index = flat.nonzero().squeeze(1)  # packed row -> flat slot
+        # flat slot -> packed row, or the zero row appended after the last one (padding): unpacking
+        # is then one gather (cheaper than a scatter, and a handful of ONNX nodes instead of ~17)
+        rank = torch.cumsum(flat.to(torch.int64), 0) - 1
+        self.slot_row = torch.where(flat, rank, self.index.shape[0])
 
     def rows(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(-1, x.shape[-1]).index_select(0, self.index)
 
     def unrows(self, rows: torch.Tensor) -> torch.Tensor:
         b, n = self.shape
-        out = rows.new_zeros(b * n, rows.shape[-1]).index_copy(0, self.index, rows)
-        return out.view(b, n, rows.shape[-1])
+        padded = torch.cat([rows, rows.new_zeros(1, rows.shape[-1])]).index_select(0, self.slot_row)
+        return padded.view(b, n, rows.shape[-1])
 
     def mag_rows(self, rows: torch.Tensor) -> torch.Tensor:
         # CLS rows ride along (B extra rows of a small projection) rather than a second gather

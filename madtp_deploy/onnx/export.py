@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ExportError
+from ..files import clean_stale_staging
 from ..models.clip import MadtpCLIP
 from . import io as onnx_io
 
@@ -107,6 +108,7 @@ def export_model(model: MadtpCLIP, out_dir: Path, name: str, *, source: str, ops
     check_opset(opset)
     out_dir = Path(out_dir)
     check_output_dir(out_dir)
+    clean_stale_staging(out_dir, ".export-")  # what a killed export left behind
     model = model.eval()
     common = {"model": {"source": source, "spec": model.spec.to_dict(), "temperature": model.temperature,
                         "mode": model.mode, "weights_sha256": weights_hash or weights_sha256(model),

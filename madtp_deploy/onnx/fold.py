@@ -22,7 +22,12 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     import onnx_graphsurgeon as gs
     import onnxruntime as ort
 
+    from onnx_graphsurgeon.logger import G_LOGGER
+
     ort.set_default_logger_severity(3)  # "cannot constant fold CastLike" notes from its own folder
+    # its warnings ("foldable nodes that produce large outputs": the transposed weights, which replace
+    # the originals) go to stdout, into the CLI's output; errors still surface as exceptions
+    G_LOGGER.severity = G_LOGGER.ERROR
     graph = gs.import_onnx(model)
     graph.fold_constants(fold_shapes=True, error_ok=False).cleanup().toposort()
     folded = gs.export_onnx(graph)

@@ -1,4 +1,4 @@
-"""DTP: dynamic token pruning, as pure tensor functions (madtp-method.md, formula by formula).
+"""DTP: dynamic token pruning, as pure tensor functions (the reference code double125/MADTP, formula by formula).
 
 Conventions: the sequence is [CLS, N tokens]; `attn` is [B, H, L, L] with L = N + 1 (CLS at 0),
 `head_out` is attn·v per head [B, H, L, dh], `attn_map` is MAG's A over the N tokens [B, N, M],

@@ -230,7 +230,7 @@ def quantize_file(src: Path, arrays: dict[str, np.ndarray], out: Path, cfg: Quan
         q_path = work / "q.onnx"
         log(f"quantizing {src.name}: {cfg.quantizer} {cfg.precision}, {cfg.method}, "
             f"{len(next(iter(arrays.values())))} samples, pruning path "
-            f"{'quantized' if cfg.quantize_pruning_path else f'in float ({len(exclude)} MatMuls excluded)'}")
+            f"{'quantized' if cfg.quantize_pruning_path else 'in float'}, {len(exclude)} nodes kept in float")
         tool_versions = _versions()
         if cfg.quantizer == "ort":
             with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress
@@ -241,36 +241,36 @@ def quantize_file(src: Path, arrays: dict[str, np.ndarray], out: Path, cfg: Quan
         quantized = _quantized_nodes(q)
         float_nodes = path.nodes - quantized
         rewired = graph.float_copy(q, float_nodes) if cfg.float_copy else 0
-        with atomic(out) as tmp:
+        with atomic(out) as tmp:  # the graph is renamed into place only after its sidecar is written
             onnx.save(q, str(tmp))
-        sidecar = {k: v for k, v in side.items() if k not in ("validation", "file_sha256")}
-        sidecar.update({
-            "schema": SIDECAR_SCHEMA,
-            "file_sha256": sha256_file(out),
-            "precision": cfg.precision,
-            "quantization": {
-                "tool": ("onnxruntime.quantization.quantize_static (QDQ, uint8 activations, int8 weights)"
-                         if cfg.quantizer == "ort" else f"modelopt.onnx.quantization ({cfg.precision})"),
-                "config": asdict(cfg) | {"op_types": list(cfg.op_types), "also_exclude": list(cfg.also_exclude)},
-                "samples": int(len(next(iter(arrays.values())))),
-                "pruning_path": "quantized" if cfg.quantize_pruning_path else "float",
-                "excluded_nodes": exclude,
-                "path_feeders": graph.path_feeders(model, path),
-                "path_matmul_roles": path.roles,
-                "path_nodes": len(path.nodes),
-                "quantized_nodes": sorted(quantized),
-                "float_copy_rewired_inputs": rewired,
-                "path_inputs_still_quantized": graph.quantized_path_inputs(q, float_nodes),
-                "score_minmax_tensors": feeders,
-                "preprocess": "onnxruntime quant_pre_process(skip_symbolic_shape=True)",
-                "seconds": round(time.perf_counter() - t0, 1),
-            },
-            "calibration": calibration,
-            "source_onnx": {"file": src.name, "sha256": sha256_file(src)},
-            "quant_versions": tool_versions,
-        })
-    with atomic(out.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(sidecar, indent=2))
+            sidecar = {k: v for k, v in side.items() if k not in ("validation", "file_sha256")}
+            sidecar.update({
+                "schema": SIDECAR_SCHEMA,
+                "file_sha256": sha256_file(tmp),
+                "precision": cfg.precision,
+                "quantization": {
+                    "tool": ("onnxruntime.quantization.quantize_static (QDQ, uint8 activations, int8 weights)"
+                             if cfg.quantizer == "ort" else f"modelopt.onnx.quantization ({cfg.precision})"),
+                    "config": asdict(cfg) | {"op_types": list(cfg.op_types), "also_exclude": list(cfg.also_exclude)},
+                    "samples": int(len(next(iter(arrays.values())))),
+                    "pruning_path": "quantized" if cfg.quantize_pruning_path else "float",
+                    "excluded_nodes": exclude,
+                    "path_feeders": graph.path_feeders(model, path),
+                    "path_matmul_roles": path.roles,
+                    "path_nodes": len(path.nodes),
+                    "quantized_nodes": sorted(quantized),
+                    "float_copy_rewired_inputs": rewired,
+                    "path_inputs_still_quantized": graph.quantized_path_inputs(q, float_nodes),
+                    "score_minmax_tensors": feeders,
+                    "preprocess": "onnxruntime quant_pre_process(skip_symbolic_shape=True)",
+                    "seconds": round(time.perf_counter() - t0, 1),
+                },
+                "calibration": calibration,
+                "source_onnx": {"file": src.name, "sha256": sha256_file(src)},
+                "quant_versions": tool_versions,
+            })
+            with atomic(out.with_suffix(".json")) as side_tmp:
+                side_tmp.write_text(json.dumps(sidecar, indent=2))
     return sidecar
 
 

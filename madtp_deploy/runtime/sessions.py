@@ -43,10 +43,37 @@ class OrtSession:
                                       f"in an environment without onnxruntime, on a machine with CUDA")
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self._check = _input_check(Path(path))
 
     def run(self, inputs):
-        outs = self.session.run(self.output_names, {k: inputs[k] for k in self.input_names})  # extras ignored
+        feeds = {k: inputs[k] for k in self.input_names}  # extras ignored
+        if self._check is not None:
+            self._check(feeds)
+        outs = self.session.run(self.output_names, feeds)
         return dict(zip(self.output_names, outs))
+
+
+def _input_check(path: Path):
+    """The eager model's input checks (NaN pixels, wrong sizes, 0-255 data, text without EOT) for
+    a CLIP encoder graph, from the spec in its sidecar; None where there is no such sidecar."""
+    import json
+
+    import torch
+
+    from ..models.inputs import check_pixels, check_text
+    from ..specs import ClipSpec
+
+    try:
+        side = json.loads(path.with_suffix(".json").read_text())
+        spec, encoder = ClipSpec.from_dict(side["model"]["spec"]), side["encoder"]
+    except Exception:  # noqa: BLE001 - no sidecar, or not a CLIP encoder's: nothing to check against
+        return None
+    if encoder == "image":
+        return lambda feeds: check_pixels(spec, torch.from_numpy(np.asarray(feeds["pixels"])))
+    if encoder == "text":
+        return lambda feeds: check_text(spec, torch.from_numpy(np.asarray(feeds["input_ids"])),
+                                        torch.from_numpy(np.asarray(feeds["attention_mask"])))
+    return None
 
 
 class TorchSession:

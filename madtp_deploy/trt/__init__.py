@@ -5,8 +5,7 @@ polygraphy; session.py: the engine behind the runtime Session interface. NOT RUN
 cannot be installed on the development machines.
 """
 
-_EXPORTS = {"build_engine": "build", "profile_shapes": "build", "TrtSession": "session", "check": "check",
-            "report": "check"}
+_EXPORTS = {"build_engine": "build", "profile_shapes": "build", "TrtSession": "session"}
 
 
 def __getattr__(name):

@@ -96,11 +96,28 @@ def test_missing_split_names_the_fix(tmp_path):
 def test_training_runs_compresses_and_reloads(nlvr_dir, tmp_path):
     from madtp_deploy.train.blip_trainer import BlipTrainConfig, evaluate, tokenizer_for, train
 
-    r = train(BlipTrainConfig(data=str(nlvr_dir), output=str(tmp_path / "run"), reduce=0.3, epochs=2,
-                              batch_size=16, control_every=2), log=lambda *_: None)
+    r = train(BlipTrainConfig(data=str(nlvr_dir), output=str(tmp_path / "run"), reduce=0.3, epochs=1,
+                              batch_size=16, control_every=1), log=lambda *_: None)
     assert r["temperature"] > 0 and r["gflops_current"] < r["gflops_dense"]
     m = madtp_deploy.load(tmp_path / "run" / "madtp.pt", mode="invariant")
     assert m.temperature == r["temperature"]
     e = evaluate(m, nlvr.load(nlvr_dir, "test"), tokenizer_for(nlvr_dir), batch_size=8)
     assert 0 <= e["accuracy"] <= 100 and e["instances"] == 16
     assert e["gflops"] < e["gflops_dense"] and len(e["kept_image_per_layer"]) == m.spec.vision_layers
+
+
+def test_cli_make_data_and_eval_dispatch_on_nlvr(nlvr_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from madtp_deploy.cli import app
+
+    r = CliRunner().invoke(app, ["eval", "--model", "blip-nlvr-tiny", "--data", str(nlvr_dir), "--split", "test",
+                                 "--batch-size", "8", "--temperature", "5", "--json", str(tmp_path / "e.json")],
+                           terminal_width=200)
+    assert r.exit_code == 0, r.output
+    e = json.loads((tmp_path / "e.json").read_text())
+    assert e["instances"] == 16 and e["gflops"] < e["gflops_dense"] and "accuracy" in r.output
+    r = CliRunner().invoke(app, ["make-data", "--task", "nlvr", "--output", str(tmp_path / "d"), "--train", "8",
+                                 "--val", "8", "--test", "0"])
+    assert r.exit_code == 0, r.output
+    assert len(nlvr.load(tmp_path / "d", "val")) == 8

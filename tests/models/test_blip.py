@@ -225,3 +225,17 @@ def test_alignment_features_average_the_two_images():
 def test_packed_mode_is_refused_with_the_fix():
     with pytest.raises(UsageError, match="invariant"):
         MadtpBlipNLVR(madtp_deploy.specs.get_spec(NLVR), mode="packed")
+
+
+def test_rerank_rescores_the_itc_top_k_with_itm():
+    m = madtp_deploy.load(RET, mode="invariant", temperature=3.0)
+    px, _, ids, mask = blip_inputs(4, seed=12)
+    scores = m.rerank(px, ids, mask, k=2)
+    with torch.no_grad():
+        img, txt = m.encode_image(px).embeds, m.encode_text(ids, mask).embeds
+        cos = torch.nn.functional.normalize(img, dim=-1) @ torch.nn.functional.normalize(txt, dim=-1).t()
+        for i in range(4):
+            top = cos[i].topk(2).indices
+            assert set((scores[i] > -100).nonzero().flatten().tolist()) == set(top.tolist())
+            itm = m.match(px[i:i + 1].expand(2, -1, -1, -1), ids[top], mask[top]).logits[:, 1]
+            torch.testing.assert_close(scores[i, top], itm + cos[i, top], atol=1e-5, rtol=0)

@@ -1,4 +1,4 @@
-"""The pruning math against madtp-method.md, on hand-made tensors, with loops as the reference."""
+"""The pruning math against the reference's formulas (double125/MADTP), on hand-made tensors, with loops as the reference."""
 
 import math
 

@@ -6,7 +6,7 @@ from madtp_deploy import pruning
 
 
 def reference_reduce(tokens, tis, theta, max_keep):
-    """The reference algorithm as madtp-method.md states it (all tokens valid, batch max-keep)."""
+    """The reference algorithm as double125/MADTP computes it (all tokens valid, batch max-keep)."""
     b, n, _ = tokens.shape
     k = max(int((tis[i] > theta[i]).sum()) for i in range(b))
     if k <= max_keep or n - k <= 1:

@@ -126,7 +126,7 @@ def _invoke(args, out):
 def test_empty_set_is_an_error(exported, tmp_path):
     np.savez(tmp_path / "empty.npz", pixels=np.zeros((0, 3, 32, 32), np.float32))
     msg = _invoke(["--onnx", str(exported), "--calib-set", str(tmp_path / "empty.npz")], tmp_path / "out")
-    assert "empty" in msg and "empty.npz" in msg
+    assert "empty calibration set (0 samples)" in msg and "empty.npz" in msg
 
 
 def test_unreadable_set_is_an_error(exported, tmp_path):
