@@ -27,8 +27,12 @@ test: setup
 bench: setup
 	$(PY) bench/run_bench.py
 
+# every generated artifact (git ignores them all); recipes, docs and committed manifests stay
 clean:
-	rm -rf export/*.onnx export/*.json engines/*.plan .pytest_cache
+	rm -rf export/*.onnx export/*.onnx.data export/*.json export/*.md export/*.png export/*.pt2 export/.bench \
+	       export/.export-* engines/*.plan engines/*.engine engines/*.json engines/timing.cache engines/cpp/build \
+	       calibration/*.npz calibration/*.onnx calibration/*.onnx.data calibration/.work calibration/*.capacity.json \
+	       .pytest_cache
 
 # Re-train the shipped model from nothing (about 18 minutes on 2 cores); see madtp_deploy/assets/*.json
 shipped-model: setup

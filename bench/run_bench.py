@@ -31,7 +31,7 @@ def geometry_checkpoint(spec: str, reduce: float = 0.5) -> Path:
     dense image GFLOPs on the bench's images, found with the training controller."""
     import madtp_deploy
     from madtp_deploy import flops
-    from madtp_deploy.bench.runner import bench_images
+    from madtp_deploy.benchmark.runner import bench_images
     from madtp_deploy.train import control
 
     path = CACHE / f"{spec}-p{reduce}.pt"
@@ -71,7 +71,8 @@ def _command(cfg: dict) -> str:
             f"--variants {','.join(cfg['variants'])}"]
     if cfg.get("backends"):
         args.append(f"--backend {','.join(cfg['backends'])}")
-    args += [f"--warmup-s {cfg['warmup_s']:g}", f"--min-runs {cfg['min_runs']}", f"--model {model}"]
+    args += [f"--warmup-s {cfg['warmup_s']:g}", f"--min-runs {cfg['min_runs']}", f"--pool {cfg['pool']}",
+             f"--model {model}"]
     return " ".join(args)
 
 
@@ -91,7 +92,7 @@ def main() -> None:
                     "--variants", every, "--backend", "torch,ort", "--warmup-s", "2", "--min-runs", "5"]
         elif name == "vit-l14-336-p0.5":
             args = ["--model", str(geometry_checkpoint("clip-vit-l14-336")), "--batch-sizes", "1,8",
-                    "--variants", every, "--backend", "ort", "--warmup-s", "1", "--min-runs", "3"]
+                    "--variants", every, "--backend", "ort", "--warmup-s", "1", "--min-runs", "3", "--pool", "16"]
         else:
             raise SystemExit(f"--only {name}: unknown; one of {', '.join(RUNS)}")
         run(name, args)

@@ -108,34 +108,26 @@ def measure_demand(model, encoder: str, inputs: dict[str, torch.Tensor], batch: 
     return torch.cat(out)
 
 
-def calibration_inputs(model, encoder: str, data: Path | None, n: int) -> tuple[dict[str, torch.Tensor], dict]:
-    """n calibration inputs for `encoder` from a dataset folder's test split (default: the generated
-    scenes, seed 123, the bench's images), and their provenance."""
-    import shutil
-    import tempfile
-
+def calibration_inputs(model, encoder: str, data: Path | None, n: int, split: str = "val"
+                       ) -> tuple[dict[str, torch.Tensor], dict]:
+    """n calibration inputs for `encoder` from a dataset folder's `split` (not the one you evaluate
+    on), or by default from generated scenes (seed 7, a set no eval or bench uses), and their provenance."""
     from .data import dataset, scenes
+    from .files import temp_dir
 
-    tmp = None
-    try:
+    with temp_dir("madtp-capacity-") as tmp:
         if data is None:
-            tmp = Path(tempfile.mkdtemp(prefix="madtp-capacity-"))
-            scenes.generate(tmp, n_train=0, n_val=0, n_test=n, seed=123)
-            where = "generated scenes (seed 123, test split)"
-            root = tmp
+            scenes.generate(tmp, n_train=0, n_val=n, n_test=0, seed=7)
+            root, where, split = tmp, "generated scenes (seed 7)", "val"
         else:
             root, where = Path(data), str(Path(data).resolve())
-        split = dataset.load(root, "test")
-        idx = range(min(n, len(split.images)))
+        loaded = dataset.load(root, split)
         if encoder == "image":
-            inputs = {"pixels": split.pixels(model.spec.image_size, idx)}
+            inputs = {"pixels": loaded.pixels(model.spec.image_size, range(min(n, len(loaded.images))))}
         else:
-            ids, mask = split.tokenize(dataset.tokenizer_for(root, model.spec), range(min(n, len(split.captions))))
+            ids, mask = loaded.tokenize(dataset.tokenizer_for(root, model.spec), range(min(n, len(loaded.captions))))
             inputs = {"input_ids": ids, "attention_mask": mask}
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    prov = {"data": where, "split": "test", "samples": len(next(iter(inputs.values()))),
+    prov = {"data": where, "split": split, "samples": len(next(iter(inputs.values()))),
             "inputs_sha256": tensor_sha256(*inputs.values())}
     return inputs, prov
 

@@ -100,7 +100,7 @@ def info(model: str = typer.Argument("shipped", help=MODEL_HELP)) -> None:
 @app.command()
 def export(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
            output: Path = typer.Option(Path("export"), "--output", help="output folder"),
-           mode: Mode = typer.Option(SERVING_DEFAULT, "--mode", help="invariant (batch-independent) or reference (max-keep)"),
+           mode: Mode = typer.Option(SERVING_DEFAULT, "--mode", help="packed (default: batch-independent, fastest), invariant (padded) or reference (max-keep)"),
            opset: int = typer.Option(20, "--opset", help="ONNX opset (dynamo exporter: 18 and up)"),
            max_batch: int = typer.Option(64, "--max-batch", help="largest batch the graph accepts"),
            temperature: Optional[float] = typer.Option(None, "--temperature", help="override the checkpoint's"),
@@ -122,7 +122,7 @@ def export(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
     """Export the image and text encoders to ONNX with pruning inside the graph, then validate."""
     from . import load
     from .errors import UsageError
-    from .files import output_dir
+    from .files import clean_stale_staging, output_dir
     from .models.inputs import check_number, check_temperature
     from .onnx.export import check_opset, export_model
 
@@ -144,14 +144,24 @@ def export(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
             raise UsageError("--shapes static --mode reference: capacities give each instance its own answer; "
                              "fix: use --mode invariant or packed")
     with output_dir(output, "--output"):
+        clean_stale_staging(output, ".export-")  # what a killed export left, before this run can fail
         m = load(model, mode=mode.value, temperature=temperature)
+        blip = hasattr(m, "nlvr") or hasattr(m, "match")
+        if blip and (not hasattr(m, "nlvr") or fmt != "onnx" or shapes != "dynamic"):
+            raise UsageError(f"--model {model}: only BLIP NLVR2 exports, to ONNX with dynamic shapes; fix: "
+                             f"drop --format/--shapes, or pass a CLIP model or a BLIP NLVR2 checkpoint")
         profiles = None
         if shapes == "static":
             from .capacity import make_static
 
             profiles = make_static(m, _source(model), name or m.spec.name, capacity_quantile, calibration_data,
                                    calibration_samples, calibration_dir, log=console.print)
-        if fmt == "aoti":
+        if blip:  # one NLVR2 graph: two images and a statement -> logits and keep counts
+            from .onnx.blip_io import export_nlvr_artifact
+
+            paths = export_nlvr_artifact(m, output, name or m.spec.name, source=_source(model), opset=opset,
+                                         max_batch=max_batch, validate=not no_validate, log=console.print)
+        elif fmt == "aoti":
             from .aoti import export_aoti
 
             paths = export_aoti(m, output, name or m.spec.name, source=_source(model), max_batch=max_batch,
@@ -328,6 +338,7 @@ def bench(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
           temperature: Optional[float] = typer.Option(None, "--temperature"),
           data: Optional[Path] = typer.Option(None, "--data", help="dataset folder (default: generated scenes)"),
           warmup_s: float = typer.Option(1.0, "--warmup-s"), min_runs: int = typer.Option(10, "--min-runs"),
+          pool: int = typer.Option(64, "--pool", help="distinct images the timed batches rotate through"),
           json_out: Optional[Path] = typer.Option(None, "--json"),
           markdown_out: Optional[Path] = typer.Option(None, "--markdown"),
           plot_out: Optional[Path] = typer.Option(None, "--plot")) -> None:
@@ -336,9 +347,9 @@ def bench(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
 
     from rich.progress import BarColumn, Progress, TextColumn
 
-    from .bench import report as rep
+    from .benchmark import report as rep
     from .files import write_text_atomic
-    from .bench.runner import BenchConfig, parse_backends, parse_batch_sizes, parse_variants, run_bench
+    from .benchmark.runner import BenchConfig, parse_backends, parse_batch_sizes, parse_variants, run_bench
 
     from .errors import UsageError
     from .files import check_output_file
@@ -350,6 +361,10 @@ def bench(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
     check_number(warmup_s, "--warmup-s", lo=0.0, hi=3600.0, error=UsageError, fix="seconds from 0 to 3600, e.g. 1")
     check_number(min_runs, "--min-runs", lo=1, hi=1_000_000, integer=True, error=UsageError,
                  fix="at least one timed run per batch, e.g. --min-runs 10")
+    check_number(pool, "--pool", lo=1, hi=10_000, integer=True, error=UsageError,
+                 fix="distinct images to time, e.g. --pool 64")
+    check_number(capacity_quantile, "--capacity-quantile", lo=0.0, hi=1.0, lo_open=True, error=UsageError,
+                 fix="a quantile in (0, 1], e.g. 0.99")
     if temperature is not None:
         check_temperature(temperature, "--temperature", error=UsageError)
     for option, path in (("--json", json_out), ("--markdown", markdown_out), ("--plot", plot_out)):
@@ -361,7 +376,7 @@ def bench(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
     cfg = BenchConfig(model=model, onnx=str(onnx) if onnx else None, batch_sizes=sizes,
                       backends=parse_backends(backend), variants=parse_variants(variants), temperature=temperature,
                       capacity_quantile=capacity_quantile, data=str(data) if data else None, warmup_s=warmup_s,
-                      min_runs=min_runs)
+                      min_runs=min_runs, pool=pool)
     with Progress(TextColumn("{task.description}"), BarColumn(), console=console, transient=True) as progress:
         r = run_bench(cfg, log=console.print, progress=progress)
     rep.validate_report(r)
@@ -385,7 +400,8 @@ def calibrate(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
               onnx: Optional[Path] = typer.Option(None, "--onnx", help="an exported fp32 encoder .onnx (default: "
                                                   "export --model's encoders first, cached)"),
               encoders: str = typer.Option("image,text", "--encoders", help="image, text or image,text"),
-              mode: str = typer.Option("invariant", "--mode"),
+              mode: Mode = typer.Option(Mode.invariant, "--mode", help="batch mode of the graph quantized "
+                                        "(default invariant: the pruning-path analysis reads the padded graph)"),
               temperature: Optional[float] = typer.Option(None, "--temperature", help="override the checkpoint's"),
               data: Optional[Path] = typer.Option(None, "--data", help="dataset folder (default: generated scenes)"),
               split: str = typer.Option("val", "--split", help="split the samples come from (not the one you "
@@ -420,7 +436,7 @@ def calibrate(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
                       quantize_pruning_path=quantize_pruning_path, float_copy=float_copy,
                       score_minmax=score_minmax, per_channel=per_channel, float_stem=not quantize_stem,
                       exclude_feeders=float_feeders)
-    results = run(model=model, onnx=onnx, encoders=parse_encoders(encoders), mode=mode, temperature=temperature,
+    results = run(model=model, onnx=onnx, encoders=parse_encoders(encoders), mode=mode.value, temperature=temperature,
                   data=data, split=split, calib_set=calib_set, samples=samples, seed=seed, output=output,
                   name=name, cfg=cfg, log=console.print)
     for r in results:

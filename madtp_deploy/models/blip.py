@@ -15,6 +15,7 @@ In "invariant" mode it masks the slots an instance does not own, so each answer 
 (an NLVR2 instance is its image pair: as in the reference's batch-1 vision batch, its two images keep
 the larger of their two counts).
 Padding is always masked (the reference scores padding tokens too: see docs/NOTES.md, BLIP).
+"packed" (the serving default) is accepted and computed as "invariant": the same answers, padded.
 """
 
 from __future__ import annotations
@@ -27,12 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import pruning
-from ..errors import UsageError
 from ..modes import LIBRARY_DEFAULT, Mode, parse_mode
 from ..specs import BlipSpec
 
 NEG = torch.finfo(torch.float32).min
-BLIP_MODES = (Mode.reference, Mode.invariant)
 
 
 @dataclass
@@ -365,11 +364,10 @@ class _Blip(nn.Module):
 
     @mode.setter
     def mode(self, value) -> None:
+        """"packed" promises the invariant answers computed on packed tokens; BLIP has no packed
+        execution yet, so it computes those same answers padded (invariant)."""
         m = parse_mode(value)
-        if m not in BLIP_MODES:
-            raise UsageError(f"mode {m.value!r}: not available for BLIP models; fix: use invariant "
-                             f"(the same per-instance answers) or reference")
-        self._mode = m.value
+        self._mode = Mode.invariant.value if m is Mode.packed else m.value
 
     def image_tokens(self, pixels: torch.Tensor, want_align: bool = False, pairs: int = 0) -> Tokens:
         return self.visual_encoder(pixels, self.space_dict, self.temperature, self.mode, want_align, pairs)

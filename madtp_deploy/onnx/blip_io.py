@@ -132,3 +132,34 @@ def validate_nlvr(path: Path, model, batch_sizes=(1, 8), seed: int = 0) -> dict:
                                   "distinct_kept_image": len({tuple(r) for r in want[1].reshape(b, -1).tolist()}),
                                   "distinct_kept_text": len({tuple(r) for r in want[2].tolist()})})
     return report
+
+
+def export_nlvr_artifact(model, out_dir: Path, name: str, *, source: str, opset: int = 20, max_batch: int = 64,
+                         validate: bool = True, log=print) -> list[Path]:
+    """`madtp-deploy export` for a BLIP NLVR2 model: <name>.nlvr.onnx and its JSON sidecar."""
+    import json
+
+    from ..files import write_text_atomic
+    from .export import check_output_dir, file_sha256, versions
+
+    out_dir = Path(out_dir)
+    check_output_dir(out_dir)
+    path = out_dir / f"{name}.nlvr.onnx"
+    log(f"exporting the NLVR2 model -> {path}")
+    io = export_nlvr(model, path, opset, max_batch)
+    sidecar = {"model": {"source": source, "spec": model.spec.to_dict(), "temperature": model.temperature,
+                         "mode": model.mode},
+               "encoder": "nlvr", "opset": opset, "max_batch": max_batch, "versions": versions(),
+               "io": {"inputs": [t.name for t in io.inputs], "outputs": [t.name for t in io.outputs], "atol": io.atol},
+               "file_sha256": file_sha256(path)}
+    try:
+        if validate:
+            sidecar["validation"] = report = validate_nlvr(path, model)
+            worst = max(b["max_abs_diff_logits"] for b in report["batches"])
+            log(f"  validated {path.name}: logits max |diff| {worst:.2e} (atol {io.atol:g}), kept equal"
+                + ("" if report["passed"] else " -- WARNING: tolerance missed, the artifact is kept"))
+        write_text_atomic(path.with_suffix(".json"), json.dumps(sidecar, indent=2))
+    except BaseException:
+        path.unlink(missing_ok=True)  # no graph without its sidecar
+        raise
+    return [path, path.with_suffix(".json")]

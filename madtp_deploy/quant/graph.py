@@ -88,7 +88,7 @@ def find_pruning_path(model: onnx.ModelProto) -> PruningPath:
             continue
         for i in n.input:
             p = producer.get(i)
-            if p is None or i in const or p.name in backward:
+            if p is None or i in const or p.name in backward or is_weight_op(p):
                 continue
             queue.append(p)
 

@@ -222,9 +222,12 @@ def test_alignment_features_average_the_two_images():
     assert m.space_dict.grad is not None and m.space_dict.grad.abs().sum() > 0
 
 
-def test_packed_mode_is_refused_with_the_fix():
-    with pytest.raises(UsageError, match="invariant"):
-        MadtpBlipNLVR(madtp_deploy.specs.get_spec(NLVR), mode="packed")
+def test_packed_mode_gives_the_invariant_answers():
+    """The serving default: BLIP has no packed execution, so it computes invariant's (same) answers."""
+    m = MadtpBlipNLVR(madtp_deploy.specs.get_spec(NLVR), mode="packed")
+    assert m.mode == "invariant"
+    with pytest.raises(UsageError, match="not a batch mode"):
+        m.mode = "fast"
 
 
 def test_rerank_rescores_the_itc_top_k_with_itm():

@@ -81,7 +81,7 @@ def test_clean_stale_staging_removes_only_old_folders_of_the_prefix(tmp_path):
 def test_bench_images_leave_no_temp_files(tmp_path, monkeypatch, tiny_model):
     import tempfile
 
-    from madtp_deploy.bench.runner import bench_images
+    from madtp_deploy.benchmark.runner import bench_images
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     x = bench_images(tiny_model, None, 4)

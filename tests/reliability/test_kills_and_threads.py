@@ -73,7 +73,7 @@ def test_one_ort_session_shared_by_4_threads_equals_sequential(image_onnx):
 def test_ort_profile_leaves_no_file(image_onnx, tmp_path, monkeypatch):
     import tempfile
 
-    from madtp_deploy.bench.profile import machinery_share
+    from madtp_deploy.benchmark.profile import machinery_share
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     share = machinery_share(next(p for p in image_onnx if p.suffix == ".onnx"),

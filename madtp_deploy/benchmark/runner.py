@@ -176,6 +176,15 @@ def _load_variants(cfg: BenchConfig, log) -> tuple[dict, dict, str]:
         variant = "static" if m.get("capacity") else m["mode"]
         variants, given = ["dense", variant], {variant: Path(cfg.onnx)}
     models = {"dense": load(source, mode="invariant", temperature=0.0)}
+    if hasattr(models["dense"], "match") and not hasattr(models["dense"], "nlvr"):
+        raise UsageError(f"--model {source}: BLIP retrieval has no bench yet; fix: bench a CLIP or BLIP NLVR2 model")
+    if hasattr(models["dense"], "nlvr"):  # BLIP NLVR2: packed runs as invariant there, static does not exist
+        from .nlvr import NLVR_VARIANTS
+
+        variants = ["dense"] + [v for v in variants[1:] if v in NLVR_VARIANTS]
+        if len(variants) < 2:
+            raise UsageError(f"--variants: BLIP NLVR2 benches {', '.join(NLVR_VARIANTS)}; fix: e.g. "
+                             f"--variants dense,reference,invariant")
     for v in variants[1:]:
         models[v] = load(source, mode="invariant" if v == "static" else v, temperature=temperature)
         if models[v].temperature <= 0:
@@ -236,6 +245,12 @@ def run_bench(cfg: BenchConfig, log=print, progress=None) -> dict:
     pruned = next(m for v, m in models.items() if v != "dense")
     spec = pruned.spec
     weights_hash = weights_sha256(pruned)  # every variant has the same weights
+    if hasattr(pruned, "nlvr"):
+        from .nlvr import run_nlvr_bench
+
+        log(f"bench {spec.name} (NLVR2): T {pruned.temperature:g}, variants {', '.join(models)}, backends "
+            f"{', '.join(b for b in wanted if b in ('torch', 'ort'))}")
+        return run_nlvr_bench(cfg, models, source, [b for b in wanted if b in ("torch", "ort")], weights_hash, log)
     images = bench_images(pruned, cfg.data, cfg.pool)
     log(f"bench {spec.name}: T {pruned.temperature:g}, variants {', '.join(models)}, {len(images)} real images, "
         f"backends {', '.join(wanted)}" + (f"; unavailable: {', '.join(unavailable)}" if unavailable else ""))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from madtp_deploy.bench import report
-from madtp_deploy.bench.runner import BenchConfig, parse_backends, parse_batch_sizes, run_bench
+from madtp_deploy.benchmark import report
+from madtp_deploy.benchmark.runner import BenchConfig, parse_backends, parse_batch_sizes, run_bench
 from madtp_deploy.errors import UsageError
 
 CLI = [sys.executable, "-m", "madtp_deploy.cli", "bench"]
@@ -118,3 +118,17 @@ def test_cli_bad_input(args, expect):
     r = subprocess.run(CLI + ["--model", "clip-tiny-test", "--temperature", "3"] + args,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and expect in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_bench_runs_on_a_blip_nlvr_model(tmp_path):
+    """Bugs caught: BLIP NLVR2 models refused by the bench, or reported without their own-token
+    GFLOPs (the padded batch's count must be at least the instances' own)."""
+    cfg = BenchConfig(model="blip-nlvr-tiny", temperature=2.0, batch_sizes=[1, 4], backends=["torch"],
+                      warmup_s=0.0, min_runs=2, pool=8, cache=str(tmp_path))
+    r = run_bench(cfg, log=lambda *_: None)
+    report.validate_report(r)
+    assert r["encoder"] == "nlvr" and r["model"]["variants"] == ["dense", "reference", "invariant"]
+    ok = {(x["variant"], x["batch"]): x for x in r["results"]}
+    assert set(ok) == {(v, b) for v in ("dense", "reference", "invariant") for b in (1, 4)}
+    assert ok[("invariant", 4)]["eff_over_own"] >= 1.0 and ok[("invariant", 1)]["eff_over_own"] == 1.0
+    assert ok[("dense", 4)]["gflops_own_per_instance"] > ok[("invariant", 4)]["gflops_own_per_instance"]

@@ -1,0 +1,111 @@
+"""`madtp-deploy bench` for a BLIP NLVR2 model: dense vs reference (max-keep) vs invariant, on the
+whole NLVR2 graph (two images and a statement -> logits), eager and onnxruntime, interleaved.
+
+Inputs come from the NLVR2 IO contract's generator (images of varied contrast, statements of
+varied length: they prune differently); timing depends on the keep counts. GFLOPs per instance
+(one image pair and its statement) from `flops_blip.nlvr_flops`, 2 FLOPs per multiply-add.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import flops_blip
+from ..errors import RuntimeBackendError, UsageError
+from . import timing
+
+NLVR_VARIANTS = ("dense", "reference", "invariant")
+OUTPUTS = ("logits", "kept_image", "kept_text")
+
+
+def _gflops(spec, outs: list[tuple], inputs: list[dict], pruning: bool, padded: bool) -> torch.Tensor:
+    """Per-instance GFLOPs over the timed calls; `padded`: what each padded batch computes."""
+    out = []
+    for (_, ki, kt), x in zip(outs, inputs):
+        ki, kt = torch.from_numpy(ki), torch.from_numpy(kt)
+        tin = torch.from_numpy(np.asarray(x["attention_mask"])).sum(1)
+        if padded:
+            ki = ki.amax(0, keepdim=True).expand_as(ki)
+            kt = kt.amax(0, keepdim=True).expand_as(kt)
+            tin = tin.amax().expand_as(tin)
+        out.append(flops_blip.nlvr_flops(spec, ki, tin, kt, pruning).gflops)
+    return torch.cat(out)
+
+
+def run_nlvr_bench(cfg, models: dict, source: str, wanted: list[str], weights_hash: str, log=print) -> dict:
+    from ..onnx.blip_io import NlvrWrapper, export_nlvr, nlvr_io
+    from .runner import machine_info
+
+    spec = models["dense"].spec
+    io = nlvr_io(models["dense"])
+    runners, results = {}, []
+    names = [t.name for t in io.inputs]
+    cache = Path(cfg.cache)
+    for backend in wanted:
+        if backend not in ("torch", "ort"):
+            raise UsageError(f"--backend {backend}: BLIP NLVR2 benches on torch and ort; fix: --backend torch,ort")
+    for backend in wanted:
+        runners = {}
+        for v, m in models.items():
+            if backend == "torch":
+                w = NlvrWrapper(m).eval()
+
+                def run(x, w=w):
+                    with torch.inference_mode():
+                        return tuple(t.numpy() for t in w(*(torch.from_numpy(x[k]) for k in names)))
+            else:
+                import onnxruntime as ort
+
+                key = hashlib.sha256(f"{weights_hash}-{m.mode}-{m.temperature}".encode()).hexdigest()[:16]
+                path = cache / f"nlvr-{v}-{key}.onnx"
+                if not path.exists():
+                    cache.mkdir(parents=True, exist_ok=True)
+                    export_nlvr(m, path)
+                opts = ort.SessionOptions()
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                opts.log_severity_level = 3
+                s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+                def run(x, s=s):
+                    return tuple(s.run(list(OUTPUTS), x))
+            runners[v] = run
+        for b in cfg.batch_sizes:
+            batches = [{k: t.numpy() for k, t in io.example(b, seed=i, enc_id=spec.enc_id, vocab=spec.vocab_size).items()}
+                       for i in range(max(1, min(4, cfg.pool // b)))]
+            timed = timing.time_interleaved(runners, batches, cfg.warmup_s, cfg.min_runs, cfg.min_time_s)
+            calls = [batches[i % len(batches)] for i in range(len(next(iter(timed.values()))[1]))]
+            own = _gflops(spec, timed["invariant"][1] if "invariant" in timed else timed[next(iter(timed))][1],
+                          calls, True, padded=False)
+            for v, (lat, outs, peak) in timed.items():
+                pruning = v != "dense"
+                per = _gflops(spec, outs, calls, pruning, padded=False)
+                eff = _gflops(spec, outs, calls, pruning, padded=True)
+                own_v = per if v == "dense" else own
+                st = timing.stats(lat)
+                results.append({
+                    "backend": backend, "variant": v, "batch": b, **st,
+                    "throughput_per_s": b / (st["median_ms"] / 1e3),
+                    "gflops_per_instance": {"mean": float(per.mean()), "min": float(per.min()), "max": float(per.max())},
+                    "gflops_own_per_instance": float(own_v.mean()),
+                    "gflops_effective_per_instance": float(eff.mean()),
+                    "eff_over_own": float(eff.mean() / own_v.mean()),
+                    "kept_per_layer": [float(x) for x in np.concatenate([o[1] for o in outs])[:, 0].mean(0)],
+                    "peak_rss_mb": peak, "floor_ms": 0.0, "over_floor": 0.0,
+                })
+    from .runner import _comparisons
+
+    return {
+        "schema": "madtp-deploy/bench/2", "config": asdict(cfg), "machine": machine_info(),
+        "model": {"source": source, "spec": spec.to_dict(), "temperature": models["invariant"].temperature,
+                  "variants": list(models), "weights_sha256": weights_hash, "capacity": None},
+        "encoder": "nlvr", "gemm_gflops": {}, "unavailable_backends": {}, "graphs": {},
+        "results": results, "comparisons": _comparisons(results, wanted, cfg.batch_sizes),
+        "notes": {"gflops": "one NLVR2 instance (two images, the statement, cls_head); inputs from the NLVR2 IO "
+                            "contract's generator; kept_per_layer: image 0's; floor not measured for NLVR2"},
+    }
