@@ -4,7 +4,7 @@ counts it, next to our analytic count (madtp_deploy/flops_blip.py), module by mo
 Runs in the reference's environment (see bench/blip_reference_parity.py) with this repository on
 PYTHONPATH:
 
-    PYTHONPATH=. /path/to/refenv/bin/python bench/blip_reference_flops.py --reference /tmp/madtp_ref
+    PYTHONPATH=. /path/to/refenv/bin/python bench/blip_reference_flops.py --reference <reference dir>
 
 Random weights (FLOPs do not depend on them); ViT-B/16 at 384 px, BERT-base from the reference's
 configs/med_config.json; the reference's fixed test sentence, tokenized with a WordPiece vocabulary

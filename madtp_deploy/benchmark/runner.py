@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .. import flops
+from ..capacity import DEFAULT_QUANTILE
 from ..errors import RuntimeBackendError, UsageError
 from ..files import read_json, temp_dir
 from ..models.clip import MadtpCLIP
@@ -34,7 +35,7 @@ class BenchConfig:
     backends: list[str] | None = None      # None: every backend available here
     variants: list[str] | None = None      # None: dense, reference, invariant, packed
     temperature: float | None = None
-    capacity_quantile: float = 0.99         # the static variant's capacities
+    capacity_quantile: float = DEFAULT_QUANTILE  # the static variant's capacities
     data: str | None = None
     warmup_s: float = 1.0
     min_runs: int = 10

@@ -60,6 +60,9 @@ class EncoderIO:
     outputs: tuple[TensorSpec, ...]
     encode: Callable = field(repr=False, compare=False)    # (model, *tensors) -> Encoded
     examples: Callable = field(repr=False, compare=False)  # (spec, n, seed) -> tuple of tensors
+    dataset: Callable = field(default=None, repr=False, compare=False)  # (spec, split, root, idx) -> tensors
+    checks: Callable = field(default=None, repr=False, compare=False)   # (spec, *tensors) -> None or raise
+    unit: str = "inputs"                                    # what one instance is: "images", "captions"
     max_sizes: dict = field(default_factory=dict)           # upper bounds of dynamic axes (besides batch)
     min_sizes: dict = field(default_factory=dict)
     atol: dict = field(default_factory=lambda: dict(DEFAULT_ATOL))
@@ -78,6 +81,19 @@ class EncoderIO:
     def example(self, spec: ClipSpec, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
         """n inputs whose keep counts differ (structured images, captions of varied length)."""
         return dict(zip(self.input_names, self.examples(spec, n, seed)))
+
+    def pool(self, split) -> int:
+        """How many instances of this encoder a dataset split holds."""
+        return len(split.images) if self.unit == "images" else len(split.captions)
+
+    def from_dataset(self, spec: ClipSpec, split, root, idx) -> dict[str, torch.Tensor]:
+        """Named inputs for the instances `idx` of a dataset split (images preprocessed, captions
+        tokenized with the dataset folder's tokenizer)."""
+        return dict(zip(self.input_names, self.dataset(spec, split, root, list(idx))))
+
+    def check(self, spec: ClipSpec, inputs: dict) -> None:
+        """The model's input checks on named inputs (numpy or torch): NaN, sizes, ranges, EOT."""
+        self.checks(spec, *(torch.as_tensor(inputs[n]) for n in self.input_names))
 
     @property
     def static(self) -> bool:
@@ -163,6 +179,24 @@ def sample_text(spec: ClipSpec, n: int, seed: int = 0) -> tuple[torch.Tensor, to
     return ids, mask
 
 
+def _check_pixels(spec: ClipSpec, pixels) -> None:
+    from ..models.inputs import check_pixels
+
+    check_pixels(spec, pixels)
+
+
+def _check_text(spec: ClipSpec, ids, mask) -> None:
+    from ..models.inputs import check_text
+
+    check_text(spec, ids, mask)
+
+
+def _captions(spec: ClipSpec, split, root, idx):
+    from ..data import dataset
+
+    return split.tokenize(dataset.tokenizer_for(root, spec), idx)
+
+
 def _outputs(spec: ClipSpec, layers: int, static: bool) -> tuple[TensorSpec, ...]:
     out = (TensorSpec("embeds", "float32", ("batch", spec.embed_dim)), TensorSpec("kept", "int64", ("batch", layers)))
     # static graphs (fixed capacities) say which instance wanted more slots than a layer has
@@ -175,7 +209,9 @@ def _image(spec: ClipSpec, static: bool) -> EncoderIO:
         (TensorSpec("pixels", "float32", ("batch", 3, spec.image_size, spec.image_size)),),
         _outputs(spec, spec.vision_layers, static),
         encode=lambda m, pixels: m.encode_image(pixels),
-        examples=sample_images)
+        examples=sample_images, unit="images",
+        dataset=lambda spec, split, root, idx: (split.pixels(spec.image_size, idx),),
+        checks=_check_pixels)
 
 
 def _text(spec: ClipSpec, static: bool) -> EncoderIO:
@@ -186,7 +222,7 @@ def _text(spec: ClipSpec, static: bool) -> EncoderIO:
         (TensorSpec("input_ids", "int64", ("batch", seq)), TensorSpec("attention_mask", "int64", ("batch", seq))),
         _outputs(spec, spec.text_layers, static),
         encode=lambda m, ids, mask: m.encode_text(ids, mask),
-        examples=sample_text,
+        examples=sample_text, unit="captions", dataset=_captions, checks=_check_text,
         max_sizes={} if static else {"seq": spec.context_length},
         min_sizes={} if static else {"seq": MIN_TEXT_LEN})
 
@@ -205,3 +241,10 @@ def encoder_io(spec_or_model, encoder: str, static: bool | None = None) -> Encod
     except KeyError:
         raise UsageError(f"encoder {encoder!r}: unknown; fix: use one of {', '.join(ENCODERS)}") from None
     return make(spec, static)
+
+
+def input_names(encoder: str) -> list[str]:
+    """The graph input names of `encoder` (they do not depend on the geometry)."""
+    from ..specs import get_spec
+
+    return encoder_io(get_spec("clip-tiny-test"), encoder).input_names

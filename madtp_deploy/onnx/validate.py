@@ -118,7 +118,10 @@ def validate_file(onnx_path: Path, log=print) -> dict:
     model = load(source, mode=mode, temperature=temperature)
     if m.get("capacity") is not None:  # a static-shape graph: the same fixed slots in eager
         model.capacity = {enc: tuple(m["capacity"])}
-    return validate_against_eager(onnx_path, model, enc, log=log)
+    precision = sidecar.get("precision", "fp32")  # quantized graphs get their own tolerance
+    if precision not in onnx_io.DEFAULT_ATOL:
+        precision = "int8"
+    return validate_against_eager(onnx_path, model, enc, precision=precision, log=log)
 
 
 def check_sidecar_matches(onnx_path: Path, sidecar_path: Path, sidecar: dict) -> None:
@@ -141,8 +144,9 @@ def check_sidecar_matches(onnx_path: Path, sidecar_path: Path, sidecar: dict) ->
     except Exception as exc:  # noqa: BLE001 - protobuf's decode errors
         raise ValidationError(f"{onnx_path}: not a readable ONNX model ({type(exc).__name__}); fix: re-export") from None
     names = [i.name for i in graph.input]
-    want_names = [t["name"] for t in sidecar.get("io", {}).get("inputs", [])] or \
-        (["pixels"] if sidecar["encoder"] == "image" else ["input_ids", "attention_mask"])
+    want_names = [t["name"] for t in sidecar.get("io", {}).get("inputs", [])]
+    if not want_names:  # older sidecars: the encoder's IO contract names them
+        want_names = onnx_io.input_names(sidecar["encoder"])
     if names != want_names:
         raise ValidationError(f"{onnx_path}: graph inputs {names} differ from the {sidecar['encoder']} encoder's "
                               f"{want_names} in {sidecar_path.name}; fix: {fix}")

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import CalibrationError, DataError
 from ..files import atomic, read_json
+from ..onnx.io import encoder_io
 
 SCHEMA = "madtp-deploy/calibration-set/1"
 # The generated scenes exactly as `madtp-deploy make-data` writes them by default (the shipped
@@ -149,29 +150,24 @@ def build_set(encoder: str, spec, data: Path, split: str, samples: int, seed: in
     from ..data import dataset
 
     s = dataset.load(Path(data), split)
-    pool = len(s.images) if encoder == "image" else len(s.captions)
+    io = encoder_io(spec, encoder)
+    pool = io.pool(s)
     if pool == 0:
-        raise CalibrationError(f"{s.annotation}: no {'images' if encoder == 'image' else 'captions'}; "
-                               f"fix: pass --data with a non-empty {split} split")
+        raise CalibrationError(f"{s.annotation}: no {io.unit}; fix: pass --data with a non-empty {split} split")
     if pool < samples:
-        raise CalibrationError(f"{s.annotation}: {pool} {'images' if encoder == 'image' else 'captions'}, "
-                               f"fewer than --samples {samples}; fix: pass --samples {pool} or more data")
+        raise CalibrationError(f"{s.annotation}: {pool} {io.unit}, fewer than --samples {samples}; "
+                               f"fix: pass --samples {pool} or more data")
     idx = sorted(np.random.default_rng(seed).choice(pool, samples, replace=False).tolist())
     files = [{"file": display_path(s.annotation), "sha256": sha256_file(s.annotation)}]
-    if encoder == "image":
-        try:
-            pixels = s.pixels(spec.image_size, idx)
-        except DataError as exc:
-            raise CalibrationError(str(exc)) from None
-        arrays = {"pixels": pixels.numpy().astype(np.float32)}
+    try:
+        tensors = io.from_dataset(spec, s, Path(data), idx)
+    except DataError as exc:
+        raise CalibrationError(str(exc)) from None
+    arrays = {t.name: tensors[t.name].numpy().astype(t.dtype) for t in io.inputs}
+    if io.unit == "images":  # the sources a set was made from: each image, or the captions' vocabulary
         files += [{"file": display_path(s.images[i]), "sha256": sha256_file(s.images[i])} for i in idx]
-    else:
-        tok = dataset.tokenizer_for(Path(data), spec)
-        ids, mask = tok([s.captions[i] for i in idx], where=str(s.annotation))
-        arrays = {"input_ids": ids.numpy().astype(np.int64), "attention_mask": mask.numpy().astype(np.int64)}
-        vocab = Path(data) / "vocab.json"
-        if vocab.is_file():
-            files.append({"file": display_path(vocab), "sha256": sha256_file(vocab)})
+    elif (Path(data) / "vocab.json").is_file():
+        files.append({"file": display_path(Path(data) / "vocab.json"), "sha256": sha256_file(Path(data) / "vocab.json")})
     sources = {"dataset": display_path(Path(data)), "split": split, "seed": seed, "indices": idx, "files": files}
     return arrays, sources
 

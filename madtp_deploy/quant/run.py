@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import CalibrationError
 from ..files import check_output_dir
+from ..onnx.io import encoder_io
 from . import calibset
 from .quantize import QuantConfig, quantize_file
 
@@ -29,11 +30,7 @@ class Job:
 
 
 def _spec_inputs(model, encoder: str) -> list[dict]:
-    s = model.spec
-    if encoder == "image":
-        return [{"name": "pixels", "dtype": "float32", "shape": ["batch", 3, s.image_size, s.image_size]}]
-    return [{"name": "input_ids", "dtype": "int64", "shape": ["batch", "seq"]},
-            {"name": "attention_mask", "dtype": "int64", "shape": ["batch", "seq"]}]
+    return [{"name": t.name, "dtype": t.dtype, "shape": list(t.axes)} for t in encoder_io(model.spec, encoder).inputs]
 
 
 def parse_encoders(text: str) -> tuple[str, ...]:
@@ -114,10 +111,10 @@ def calibrate(*, model: str = "shipped", onnx: Path | None = None, encoders=("im
             root = data
             if root is None:
                 pool = calibset.SCENES[f"n_{split}"] if f"n_{split}" in calibset.SCENES else 0
-                pool = pool * (2 if job.encoder == "text" and split != "train" else 1)
+                unit = encoder_io(spec, job.encoder).unit
+                pool = pool * (2 if unit == "captions" and split != "train" else 1)  # 2 captions per val/test image
                 if pool < samples:
-                    raise CalibrationError(f"generated scenes, split {split}: {pool} "
-                                           f"{'images' if job.encoder == 'image' else 'captions'}, fewer than "
+                    raise CalibrationError(f"generated scenes, split {split}: {pool} {unit}, fewer than "
                                            f"--samples {samples}; fix: pass --samples {pool} or --data DIR")
                 root = calibset.ensure_scenes(work / "scenes", log)
             arrays, sources = calibset.build_set(job.encoder, spec, Path(root), split, samples, seed)

@@ -58,22 +58,16 @@ def _input_check(path: Path):
     a CLIP encoder graph, from the spec in its sidecar; None where there is no such sidecar."""
     import json
 
-    import torch
-
-    from ..models.inputs import check_pixels, check_text
+    from ..onnx.io import encoder_io
     from ..specs import ClipSpec
 
     try:
         side = json.loads(path.with_suffix(".json").read_text())
-        spec, encoder = ClipSpec.from_dict(side["model"]["spec"]), side["encoder"]
+        spec = ClipSpec.from_dict(side["model"]["spec"])
+        io = encoder_io(spec, side["encoder"])
     except Exception:  # noqa: BLE001 - no sidecar, or not a CLIP encoder's: nothing to check against
         return None
-    if encoder == "image":
-        return lambda feeds: check_pixels(spec, torch.from_numpy(np.asarray(feeds["pixels"])))
-    if encoder == "text":
-        return lambda feeds: check_text(spec, torch.from_numpy(np.asarray(feeds["input_ids"])),
-                                        torch.from_numpy(np.asarray(feeds["attention_mask"])))
-    return None
+    return lambda feeds: io.check(spec, feeds)
 
 
 class TorchSession:

@@ -1,8 +1,8 @@
 """Static TensorRT-conformance report of an ONNX graph. Needs no TensorRT; it can and does fail.
 
 Rules, each a function over the graph that returns findings:
-- opset: TensorRT 10.15's parser documents opsets 9..24 (onnx-tensorrt docs/operators.md, read for
-  shared/docs/deploy-facts.md); outside that range -> fail.
+- opset: TensorRT 10.15's parser documents opsets 9..24 (onnx-tensorrt docs/operators.md);
+  outside that range -> fail.
 - ops: custom domains, ops the parser rejects, ops missing from its table -> fail.
 - dtypes: the main input's data type must be among the op's supported types (operators.md; e.g.
   ScatterElements takes FP32/FP16/BF16/INT32/INT64 data, not BOOL) -> fail.

@@ -96,3 +96,19 @@ def test_capacity_flops_exceed_own_flops(static):
     own = flops.image_flops(m.spec, e.kept, True).gflops.mean()
     cap = flops.image_flops(m.spec, capacity.capacity_kept(profiles["image"].capacity, 1), True).gflops[0]
     assert cap >= own
+
+
+def test_ort_session_applies_the_models_input_checks(static):
+    """Bug caught: NaN pixels (or 0-255 data) that onnxruntime turns into NaN embeddings with `kept`
+    claiming no pruning, silently, because only the eager model checked its inputs."""
+    from madtp_deploy.errors import InputError
+
+    m, out, _, _ = static
+    session = open_session(out / "tiny.image.onnx", backend="ort")
+    px = onnx_io.sample_images(m.spec, 2, seed=1)[0].numpy()
+    session.run({"pixels": px})
+    px[0, 0, 0, 0] = float("nan")
+    with pytest.raises(InputError):
+        session.run({"pixels": px})
+    with pytest.raises(InputError):
+        session.run({"pixels": np.full_like(px, 200.0)})
