@@ -12,8 +12,42 @@ from dataclasses import dataclass
 from .errors import SpecError
 
 
+class _Geometry:
+    """What every spec (a ViT beside a text transformer) shares: the patch grid, the round trip
+    through a dict (unknown fields refused) and the geometry checks."""
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def vision_tokens(self) -> int:
+        return self.grid * self.grid + 1
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise SpecError(f"spec: unknown field(s) {', '.join(unknown)}; fix: remove them")
+        return cls(**d)
+
+    def _check_geometry(self) -> None:
+        for tower, width, heads in (("vision", self.vision_width, self.vision_heads),
+                                    ("text", self.text_width, self.text_heads)):
+            if heads < 1 or width % heads:
+                raise SpecError(f"spec {self.name}: {tower}_width {width} is not divisible by "
+                                f"{tower}_heads {heads}; fix: choose heads that divide the width")
+        if self.image_size % self.patch_size:
+            raise SpecError(f"spec {self.name}: image_size {self.image_size} is not a multiple of "
+                            f"patch_size {self.patch_size}")
+
+
 @dataclass(frozen=True)
-class ClipSpec:
+class ClipSpec(_Geometry):
     name: str
     # vision tower (ViT)
     image_size: int
@@ -38,34 +72,8 @@ class ClipSpec:
     # EOT token id; None means "the largest id in the sequence" (OpenAI CLIP's argmax rule)
     eot_token_id: int | None = None
 
-    @property
-    def grid(self) -> int:
-        return self.image_size // self.patch_size
-
-    @property
-    def vision_tokens(self) -> int:
-        return self.grid * self.grid + 1
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ClipSpec":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - fields)
-        if unknown:
-            raise SpecError(f"spec: unknown field(s) {', '.join(unknown)}; fix: remove them")
-        return cls(**d)
-
     def validate(self) -> "ClipSpec":
-        for tower, width, heads in (("vision", self.vision_width, self.vision_heads),
-                                    ("text", self.text_width, self.text_heads)):
-            if heads < 1 or width % heads:
-                raise SpecError(f"spec {self.name}: {tower}_width {width} is not divisible by "
-                                f"{tower}_heads {heads}; fix: choose heads that divide the width")
-        if self.image_size % self.patch_size:
-            raise SpecError(f"spec {self.name}: image_size {self.image_size} is not a multiple of "
-                            f"patch_size {self.patch_size}")
+        self._check_geometry()
         if self.act not in ("quick_gelu", "gelu"):
             raise SpecError(f"spec {self.name}: act {self.act!r} unsupported; fix: quick_gelu or gelu")
         return self
@@ -104,7 +112,7 @@ register(ClipSpec("madtp-clip-tiny", 64, 8, 128, 4, 2, 512, 16, 64, 128, 4, 2, 5
 
 
 @dataclass(frozen=True)
-class BlipSpec:
+class BlipSpec(_Geometry):
     """BLIP (ViT + BERT text/fusion encoder) for NLVR2 or image-text retrieval, with MADTP.
 
     BLIP's MAG has no per-layer map: tokens meet `space_dict` directly, so sd_dim must equal both
@@ -133,39 +141,13 @@ class BlipSpec:
     enc_token_id: int | None = None  # [ENC]; None: the last id (bert-base-uncased + [DEC], [ENC])
 
     @property
-    def grid(self) -> int:
-        return self.image_size // self.patch_size
-
-    @property
-    def vision_tokens(self) -> int:
-        return self.grid * self.grid + 1
-
-    @property
     def enc_id(self) -> int:
         return self.vocab_size - 1 if self.enc_token_id is None else self.enc_token_id
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "BlipSpec":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - fields)
-        if unknown:
-            raise SpecError(f"spec: unknown field(s) {', '.join(unknown)}; fix: remove them")
-        return cls(**d)
 
     def validate(self) -> "BlipSpec":
         if self.task not in ("nlvr", "retrieval"):
             raise SpecError(f"spec {self.name}: task {self.task!r} unsupported; fix: nlvr or retrieval")
-        for tower, width, heads in (("vision", self.vision_width, self.vision_heads),
-                                    ("text", self.text_width, self.text_heads)):
-            if heads < 1 or width % heads:
-                raise SpecError(f"spec {self.name}: {tower}_width {width} is not divisible by "
-                                f"{tower}_heads {heads}; fix: choose heads that divide the width")
-        if self.image_size % self.patch_size:
-            raise SpecError(f"spec {self.name}: image_size {self.image_size} is not a multiple of "
-                            f"patch_size {self.patch_size}")
+        self._check_geometry()
         if not self.sd_dim == self.vision_width == self.text_width:
             raise SpecError(f"spec {self.name}: sd_dim {self.sd_dim} must equal vision_width {self.vision_width} "
                             f"and text_width {self.text_width} (BLIP's MAG has no projection); fix: make them equal")

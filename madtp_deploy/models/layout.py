@@ -22,10 +22,8 @@ import torch
 class Padded:
     """Per-token work runs on the padded tensor itself: rows() and unrows() are the identity."""
 
-    packed = False
-
-    def __init__(self, valid: torch.Tensor):
-        self.valid = valid
+    def __init__(self, valid: torch.Tensor):  # Packed's constructor; padding needs nothing precomputed
+        pass
 
     def rows(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -45,10 +43,7 @@ class Padded:
 class Packed:
     """Per-token work runs on the batch's valid rows, packed into [total_tokens, C]."""
 
-    packed = True
-
     def __init__(self, valid: torch.Tensor):
-        self.valid = valid
         self.shape = valid.shape
         flat = valid.reshape(-1)
         self.index = flat.nonzero().squeeze(1)  # packed row -> flat slot
@@ -72,5 +67,3 @@ class Packed:
     def mag_tokens(self, q: torch.Tensor) -> torch.Tensor:
         return self.unrows(q)[:, 1:]
 
-
-LAYOUTS = {"padded": Padded, "packed": Packed}

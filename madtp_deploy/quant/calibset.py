@@ -22,11 +22,9 @@ SCENES = {"n_train": 4000, "n_val": 300, "n_test": 500, "seed": 0}
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from ..onnx.export import file_sha256
+
+    return file_sha256(path)
 
 
 def display_path(path: Path) -> str:

@@ -44,12 +44,10 @@ def parse_encoders(text: str) -> tuple[str, ...]:
 
 def _export_cached(model, work: Path, encoders, source: str, log) -> dict[str, Path]:
     """The fp32 encoders of `model` under work/, keyed on weights, settings and the export code."""
-    from ..onnx.export import export_model, weights_sha256
+    from ..onnx.export import export_model, graph_code_sha256, weights_sha256
 
     wh = weights_sha256(model)
-    pkg = Path(__file__).parents[1]
-    code = b"".join(f.read_bytes() for d in ("onnx", "models", "pruning") for f in sorted((pkg / d).glob("*.py")))
-    key = hashlib.sha256(f"{wh}-{model.temperature}-{model.mode}".encode() + code).hexdigest()[:12]
+    key = hashlib.sha256(f"{wh}-{model.temperature}-{model.mode}-{graph_code_sha256()}".encode()).hexdigest()[:12]
     name = f"{model.spec.name}-{key}"
     paths = {e: work / f"{name}.{e}.onnx" for e in encoders}
     missing = tuple(e for e, p in paths.items() if not p.is_file() or not p.with_suffix(".json").is_file())
