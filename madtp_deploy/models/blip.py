@@ -15,7 +15,9 @@ In "invariant" mode it masks the slots an instance does not own, so each answer 
 (an NLVR2 instance is its image pair: as in the reference's batch-1 vision batch, its two images keep
 the larger of their two counts).
 Padding is always masked (the reference scores padding tokens too: see docs/NOTES.md, BLIP).
-"packed" (the serving default) is accepted and computed as "invariant": the same answers, padded.
+"packed" (the serving default) gives the invariant answers with the per-token work (LayerNorms,
+projections, MLP / FFN, MAG's token map, the cross-attention's image keys and values) run on the kept
+rows only, through the layout CLIP uses (models/layout.py); attention itself sees padded tokens.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from torch import nn
 from .. import pruning
 from ..modes import LIBRARY_DEFAULT, Mode, parse_mode
 from ..specs import BlipSpec
+from .layout import Packed, Padded
 
 NEG = torch.finfo(torch.float32).min
 
@@ -80,11 +83,19 @@ def _bias(valid: torch.Tensor) -> torch.Tensor:
         ~valid[:, None, None, :], NEG)
 
 
-def _mag(x: torch.Tensor, valid: torch.Tensor, space_dict: torch.Tensor, want_align: bool):
-    """MAG at a layer's input: A over the non-CLS tokens and (training) the pooled features."""
-    attn_map = pruning.token_attention_map(x[:, 1:], space_dict)
-    pooled = pruning.pooled_features(x[:, 1:], attn_map, valid[:, 1:]) if want_align else None
-    return attn_map, pooled
+def _mag(lay, rows: torch.Tensor, valid: torch.Tensor, space_dict: torch.Tensor, want_align: bool):
+    """MAG at a layer's input: A over the non-CLS tokens and (training) the pooled features.
+    A is computed on the layout's rows (BLIP maps tokens to space_dict directly, no projection)."""
+    attn_map = lay.mag_tokens(pruning.token_attention_map(lay.mag_rows(rows), space_dict))
+    if not want_align:
+        return attn_map, None
+    return attn_map, pruning.pooled_features(lay.mag_tokens(lay.mag_rows(rows)), attn_map, valid[:, 1:])
+
+
+def _layout(mode: str):
+    """The layout a mode runs on and the batch semantics its pruning takes."""
+    return (Packed if mode == Mode.packed else Padded), \
+        (Mode.reference.value if mode == Mode.reference else Mode.invariant.value)
 
 
 def _pair_scores(attn, head_out, attn_map, valid, temperature, pairs: int):
@@ -122,12 +133,14 @@ class ViTAttention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor):
-        b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+    def attend(self, qkv: torch.Tensor, bias: torch.Tensor):
+        """Padded qkv [B, L, 3C] -> merged heads [B, L, C], attention [B, H, L, L], attn·v [B, H, L, dh]."""
+        b, n, c3 = qkv.shape
+        c = c3 // 3
+        q, k, v = qkv.reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         attn = torch.softmax((q @ k.transpose(-2, -1)) * (c // self.heads) ** -0.5 + bias, dim=-1)
         head_out = attn @ v
-        return self.proj(head_out.transpose(1, 2).reshape(b, n, c)), attn, head_out
+        return head_out.transpose(1, 2).reshape(b, n, c), attn, head_out
 
 
 class Mlp(nn.Module):
@@ -162,30 +175,40 @@ class VisionTransformer(nn.Module):
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
     def forward(self, pixels, space_dict, temperature, mode, want_align=False, pairs: int = 0) -> Tokens:
-        """`pairs` > 0 (invariant mode, NLVR2): rows r and r + pairs are one instance's two images."""
+        """`pairs` > 0 (invariant semantics, NLVR2): rows r and r + pairs are one instance's two images."""
         x = self.patch_embed.proj(pixels.to(self.pos_embed.dtype)).flatten(2).transpose(1, 2)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1) + self.pos_embed
         valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         tokens_in = valid.sum(1)
         min_keep = torch.zeros_like(tokens_in)  # the reference skips a layer only when K < 1 or N - K <= 1
+        make_layout, semantics = _layout(mode)
         prune, bias, kept, align = temperature > 0, _bias(valid), [], None
+        lay = make_layout(valid)
+        rows = lay.rows(x)
         for blk in self.blocks:
             if prune:
-                attn_map, f = _mag(x, valid, space_dict, want_align)
+                attn_map, f = _mag(lay, rows, valid, space_dict, want_align)
                 align = _add(align, f)
-            h, attn, head_out = blk.attn(blk.norm1(x), bias)
-            x = x + h
+            qkv = blk.attn.qkv(blk.norm1(rows))
+            qkv = lay.unrows(qkv)
+            merged, attn, head_out = blk.attn.attend(qkv, bias)
+            merged = lay.rows(merged)
+            rows = rows + blk.attn.proj(merged)
             if prune:
                 tis, theta = _pair_scores(attn, head_out, attn_map, valid[:, 1:], temperature, pairs) \
                     if pairs else (None, None)
-                r = pruning.prune_step(x, valid, attn, head_out, attn_map, temperature, min_keep, mode,
+                x = lay.unrows(rows)
+                r = pruning.prune_step(x, valid, attn, head_out, attn_map, temperature, min_keep, semantics,
                                        tis=tis, theta=theta)
-                x, valid, bias = r.x, r.valid, _bias(r.valid)
+                valid, bias = r.valid, _bias(r.valid)
+                lay = make_layout(valid)
+                rows = lay.rows(r.x)
                 kept.append(r.kept)
             else:
                 kept.append(valid.sum(1))
-            x = x + blk.mlp(blk.norm2(x))
-        return Tokens(self.norm(x), valid, torch.stack(kept, 1), tokens_in, align)
+            rows = rows + blk.mlp(blk.norm2(rows))
+        x = lay.unrows(self.norm(rows))
+        return Tokens(x, valid, torch.stack(kept, 1), tokens_in, align)
 
 
 # -- text: BLIP's BERT (med.py / nlvr_encoder.py) -----------------------------------------------
@@ -216,9 +239,9 @@ class BertSelfAttention(nn.Module):
         b, n, c = t.shape
         return t.view(b, n, self.heads, c // self.heads).permute(0, 2, 1, 3)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor, kv: torch.Tensor | None = None):
-        kv = x if kv is None else kv
-        q, k, v = self._split(self.query(x)), self._split(self.key(kv)), self._split(self.value(kv))
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor):
+        """Padded projections -> merged heads [B, L, C], attention [B, H, L, Lkv], attn·v [B, H, L, dh]."""
+        q, k, v = self._split(q), self._split(k), self._split(v)
         attn = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1]) + bias, dim=-1)
         head_out = torch.matmul(attn, v)
         b, _, n, _ = head_out.shape
@@ -285,13 +308,25 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(w, s.text_mlp)
         self.output = BertOutput(w, s.text_mlp, eps)
 
-    def cross(self, x: torch.Tensor, images: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """Cross-attention to one image (retrieval's ITM) or two (NLVR2's twin): [(tokens, bias)]."""
+    def self_attention(self, lay, rows: torch.Tensor, bias: torch.Tensor):
+        """Self-attention sub-layer on the layout's rows -> new rows, attention, attn·v."""
+        sa = self.attention
+        q, k, v = (lay.unrows(proj(rows)) for proj in (sa.self.query, sa.self.key, sa.self.value))
+        merged, attn, head_out = sa.self.attend(q, k, v, bias)
+        merged = lay.rows(merged)
+        return sa.output(merged, rows), attn, head_out
+
+    def cross(self, lay, rows: torch.Tensor, images: list) -> torch.Tensor:
+        """Cross-attention to one image (retrieval's ITM) or two (NLVR2's twin). `images`: one
+        (layout, rows, bias) per image; keys and values are projected on the image's rows."""
         ca = self.crossattention
-        if len(images) == 2:
-            h = [ca.self0(x, images[0][1], images[0][0])[0], ca.self1(x, images[1][1], images[1][0])[0]]
-            return ca.output(h, x)
-        return ca.output(ca.self(x, images[0][1], images[0][0])[0], x)
+        heads = [ca.self0, ca.self1] if len(images) == 2 else [ca.self]
+        h = []
+        for att, (ilay, irows, ibias) in zip(heads, images):
+            q = lay.unrows(att.query(rows))
+            k, v = ilay.unrows(att.key(irows)), ilay.unrows(att.value(irows))
+            h.append(lay.rows(att.attend(q, k, v, ibias)[0]))
+        return ca.output(h if len(images) == 2 else h[0], rows)
 
     def ffn(self, x: torch.Tensor) -> torch.Tensor:
         return self.output.LayerNorm(self.output.dense(F.gelu(self.intermediate.dense(x))) + x)
@@ -320,25 +355,34 @@ class BertModel(nn.Module):
             valid = attention_mask.to(torch.bool)
         tokens_in = valid.sum(1)
         min_keep = torch.zeros_like(tokens_in)
-        cross = [(t.x, _bias(t.valid)) for t in images] if images is not None else None
+        make_layout, semantics = _layout(mode)
+        cross = None
+        if images is not None:  # each image's kept tokens as rows, once for every layer's keys and values
+            cross = []
+            for t in images:
+                ilay = make_layout(t.valid)
+                cross.append((ilay, ilay.rows(t.x), _bias(t.valid)))
         prune, bias, kept, align = temperature > 0, _bias(valid), [], None
+        lay = make_layout(valid)
+        rows = lay.rows(x)
         for layer in self.encoder.layer:
             if prune:
-                attn_map, f = _mag(x, valid, space_dict, want_align)
+                attn_map, f = _mag(lay, rows, valid, space_dict, want_align)
                 align = _add(align, f)
-            sa = layer.attention
-            ctx, attn, head_out = sa.self(x, bias)
-            x = sa.output(ctx, x)
+            rows, attn, head_out = layer.self_attention(lay, rows, bias)
             if prune:
-                r = pruning.prune_step(x, valid, attn, head_out, attn_map, temperature, min_keep, mode)
-                x, valid, bias = r.x, r.valid, _bias(r.valid)
+                x = lay.unrows(rows)
+                r = pruning.prune_step(x, valid, attn, head_out, attn_map, temperature, min_keep, semantics)
+                valid, bias = r.valid, _bias(r.valid)
+                lay = make_layout(valid)
+                rows = lay.rows(r.x)
                 kept.append(r.kept)
             else:
                 kept.append(valid.sum(1))
             if cross is not None:
-                x = layer.cross(x, cross)
-            x = layer.ffn(x)
-        return Tokens(x, valid, torch.stack(kept, 1), tokens_in, align)
+                rows = layer.cross(lay, rows, cross)
+            rows = layer.ffn(rows)
+        return Tokens(lay.unrows(rows), valid, torch.stack(kept, 1), tokens_in, align)
 
 
 # -- the models ---------------------------------------------------------------------------------
@@ -364,10 +408,7 @@ class _Blip(nn.Module):
 
     @mode.setter
     def mode(self, value) -> None:
-        """"packed" promises the invariant answers computed on packed tokens; BLIP has no packed
-        execution yet, so it computes those same answers padded (invariant)."""
-        m = parse_mode(value)
-        self._mode = Mode.invariant.value if m is Mode.packed else m.value
+        self._mode = parse_mode(value).value
 
     def image_tokens(self, pixels: torch.Tensor, want_align: bool = False, pairs: int = 0) -> Tokens:
         return self.visual_encoder(pixels, self.space_dict, self.temperature, self.mode, want_align, pairs)
@@ -390,7 +431,7 @@ class MadtpBlipNLVR(_Blip):
         b = images0.shape[0]
         # One vision batch, as the reference: max-keep over all 2B images in reference mode, over the
         # instance's own two images in invariant mode (the reference's batch-1 answer).
-        pairs = b if self.mode == Mode.invariant else 0
+        pairs = 0 if self.mode == Mode.reference else b
         img = self.image_tokens(torch.cat([images0, images1]), want_align, pairs)
         halves = [Tokens(img.x[i * b:(i + 1) * b], img.valid[i * b:(i + 1) * b], img.kept[i * b:(i + 1) * b],
                          img.tokens_in[i * b:(i + 1) * b]) for i in (0, 1)]

@@ -222,12 +222,69 @@ def test_alignment_features_average_the_two_images():
     assert m.space_dict.grad is not None and m.space_dict.grad.abs().sum() > 0
 
 
-def test_packed_mode_gives_the_invariant_answers():
-    """The serving default: BLIP has no packed execution, so it computes invariant's (same) answers."""
-    m = MadtpBlipNLVR(madtp_deploy.specs.get_spec(NLVR), mode="packed")
-    assert m.mode == "invariant"
+@pytest.mark.parametrize("batch", [1, 8])
+def test_packed_nlvr_gives_the_invariant_answers(batch):
+    """Packed rows give invariant's answers: a dropped, duplicated or misplaced row (or a pair rule lost
+    in packed mode) changes the logits or the kept counts."""
+    inv = madtp_deploy.load(NLVR, mode="invariant", temperature=5.0)
+    packed = madtp_deploy.load(NLVR, mode="packed", temperature=5.0)
+    a, b, ids, mask = blip_inputs(batch, seed=9)
+    with torch.no_grad():
+        want, got = inv.nlvr(a, b, ids, mask), packed.nlvr(a, b, ids, mask)
+    if batch > 1:
+        assert len({tuple(r) for r in want.kept_image.flatten(1).tolist()}) > 1
+        assert len({tuple(r) for r in want.kept_text.tolist()}) > 1
+    torch.testing.assert_close(got.logits, want.logits, atol=1e-5, rtol=0)
+    assert torch.equal(got.kept_image, want.kept_image) and torch.equal(got.kept_text, want.kept_text)
+
+
+def test_packed_retrieval_gives_the_invariant_answers():
+    inv = madtp_deploy.load(RET, mode="invariant", temperature=5.0)
+    packed = madtp_deploy.load(RET, mode="packed", temperature=5.0)
+    px, _, ids, mask = blip_inputs(8, seed=10)
+    with torch.no_grad():
+        for f in (lambda m: m.encode_image(px), lambda m: m.encode_text(ids, mask)):
+            want, got = f(inv), f(packed)
+            assert len({tuple(r) for r in want.kept.tolist()}) > 1
+            torch.testing.assert_close(got.embeds, want.embeds, atol=1e-5, rtol=0)
+            assert torch.equal(got.kept, want.kept)
+        want, got = inv.match(px, ids, mask), packed.match(px, ids, mask)
+        torch.testing.assert_close(got.logits, want.logits, atol=1e-5, rtol=0)
+        assert torch.equal(got.kept_text, want.kept_text)
+        torch.testing.assert_close(packed.rerank(px, ids, mask, k=3), inv.rerank(px, ids, mask, k=3),
+                                   atol=1e-5, rtol=0)
+
+
+def test_packed_per_token_work_sees_only_kept_tokens():
+    """After pruning, the ViT MLP, the BERT FFN and the cross-attention's image keys run on exactly
+    the kept rows of the batch (a "packed" mode that runs padded fails this)."""
+    m = madtp_deploy.load(NLVR, mode="packed", temperature=5.0)
+    a, b, ids, mask = blip_inputs(8, seed=9)
+    seen = {}
+    mods = {"vit_mlp": m.visual_encoder.blocks[1].mlp.fc1,
+            "bert_ffn": m.text_encoder.encoder.layer[1].intermediate.dense,
+            "cross_key": m.text_encoder.encoder.layer[0].crossattention.self0.key}
+    def record(name):
+        def hook(mod, args, out):
+            seen.setdefault(name, args[0].shape[0])  # the first call: image 0 / the first layer's
+        return hook
+
+    hooks = [mod.register_forward_hook(record(n)) for n, mod in mods.items()]
+    try:
+        with torch.no_grad():
+            o = m.nlvr(a, b, ids, mask)
+    finally:
+        for h in hooks:
+            h.remove()
+    kept_img = o.kept_image[:, :, 1].sum()
+    assert seen["vit_mlp"] == kept_img and kept_img < 16 * o.kept_image[:, :, 1].max(), "ragged, packed"
+    assert seen["bert_ffn"] == o.kept_text[:, 1].sum() < 8 * o.kept_text[:, 1].max()
+    assert seen["cross_key"] == o.kept_image[:, 0, -1].sum()  # image 0's final tokens
+
+
+def test_unknown_mode_is_one_line():
     with pytest.raises(UsageError, match="not a batch mode"):
-        m.mode = "fast"
+        MadtpBlipNLVR(madtp_deploy.specs.get_spec(NLVR), mode="fast")
 
 
 def test_rerank_rescores_the_itc_top_k_with_itm():
