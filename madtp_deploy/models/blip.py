@@ -92,6 +92,14 @@ def _mag(lay, rows: torch.Tensor, valid: torch.Tensor, space_dict: torch.Tensor,
     return attn_map, pruning.pooled_features(lay.mag_tokens(lay.mag_rows(rows)), attn_map, valid[:, 1:])
 
 
+def _prune(lay, make_layout, rows, valid, attn, head_out, attn_map, temperature, min_keep, semantics, **kw):
+    """One DTP step on a layout's rows -> the step's result, the next layout and its rows."""
+    r = pruning.prune_step(lay.unrows(rows), valid, attn, head_out, attn_map, temperature, min_keep, semantics,
+                           **kw)
+    lay = make_layout(r.valid)
+    return r, lay, lay.rows(r.x)
+
+
 def _layout(mode: str):
     """The layout a mode runs on and the batch semantics its pruning takes."""
     return (Packed if mode == Mode.packed else Padded), \
@@ -197,12 +205,9 @@ class VisionTransformer(nn.Module):
             if prune:
                 tis, theta = _pair_scores(attn, head_out, attn_map, valid[:, 1:], temperature, pairs) \
                     if pairs else (None, None)
-                x = lay.unrows(rows)
-                r = pruning.prune_step(x, valid, attn, head_out, attn_map, temperature, min_keep, semantics,
-                                       tis=tis, theta=theta)
+                r, lay, rows = _prune(lay, make_layout, rows, valid, attn, head_out, attn_map, temperature,
+                                      min_keep, semantics, tis=tis, theta=theta)
                 valid, bias = r.valid, _bias(r.valid)
-                lay = make_layout(valid)
-                rows = lay.rows(r.x)
                 kept.append(r.kept)
             else:
                 kept.append(valid.sum(1))
@@ -371,11 +376,9 @@ class BertModel(nn.Module):
                 align = _add(align, f)
             rows, attn, head_out = layer.self_attention(lay, rows, bias)
             if prune:
-                x = lay.unrows(rows)
-                r = pruning.prune_step(x, valid, attn, head_out, attn_map, temperature, min_keep, semantics)
+                r, lay, rows = _prune(lay, make_layout, rows, valid, attn, head_out, attn_map, temperature,
+                                      min_keep, semantics)
                 valid, bias = r.valid, _bias(r.valid)
-                lay = make_layout(valid)
-                rows = lay.rows(r.x)
                 kept.append(r.kept)
             else:
                 kept.append(valid.sum(1))
