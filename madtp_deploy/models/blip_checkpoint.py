@@ -19,7 +19,7 @@ import torch
 from ..errors import CheckpointError, SpecError
 from ..specs import BlipSpec
 from .blip import build
-from .checkpoint import MAG_SEED, TRAINING_ONLY, _fmt, stored_temperature
+from .checkpoint import MAG_SEED, TRAINING_ONLY, load_strict, stored_temperature
 
 SKIPPED = {"text_encoder.embeddings.position_ids"}  # a buffer BLIP's BertEmbeddings saves; we rebuild it
 HEAD_DIM = 64
@@ -88,20 +88,7 @@ def build_from_state_dict(sd: dict, path: Path, spec: BlipSpec, mode, temperatur
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(MAG_SEED)
         model = build(spec, mode=mode, temperature=temperature)
-    expected = model.state_dict()
-    required = expected.keys() - ({"space_dict"} if "space_dict" not in sd else set())
-    missing, unexpected = required - sd.keys(), sd.keys() - expected.keys()
-    if missing or unexpected:
-        parts = ([f"missing key(s) {_fmt(missing)}"] if missing else []) + \
-                ([f"unexpected key(s) {_fmt(unexpected)}"] if unexpected else [])
-        raise CheckpointError(f"{path}: does not fit {spec.name} ({spec.task}): {'; '.join(parts)}; "
-                              f"fix: pass a checkpoint of this architecture")
-    bad = [f"{k} {tuple(sd[k].shape)} != {tuple(expected[k].shape)}" for k in sorted(sd)
-           if tuple(sd[k].shape) != tuple(expected[k].shape)]
-    if bad:
-        raise CheckpointError(f"{path}: mis-shaped key(s) {'; '.join(bad[:4])}; fix: pass a consistent checkpoint")
-    model.load_state_dict(sd, strict=False)  # strictness checked above; space_dict may be fresh
-    return model.eval()
+    return load_strict(model, sd, path, fresh={"space_dict"} - sd.keys(), what=f"{spec.name} ({spec.task})")
 
 
 def is_blip_object(obj: dict) -> bool:

@@ -114,24 +114,29 @@ def build_from_state_dict(sd: dict, path: Path, spec: ClipSpec, mode: str, tempe
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(MAG_SEED)
         model = MadtpCLIP(spec, mode=mode, temperature=temperature)
-    expected = model.state_dict()
     mag = _mag_keys(model)
     given_mag = mag & sd.keys()
     if given_mag and given_mag != mag:
         raise CheckpointError(f"{path}: MADTP alignment parameters incomplete: missing {_fmt(mag - given_mag)}; "
                               f"fix: pass the full MADTP checkpoint")
-    required = expected.keys() - (mag if not given_mag else set())
-    missing, unexpected = required - sd.keys(), sd.keys() - expected.keys()
+    return load_strict(model, sd, path, fresh=mag - given_mag, what=spec.name)
+
+
+def load_strict(model, sd: dict, path: Path, fresh: set[str], what: str):
+    """Load `sd` into `model`: every key but those in `fresh` (MAG parameters a dense checkpoint lacks,
+    which keep their seeded initial values) must be there with the model's shape, and none besides."""
+    expected = model.state_dict()
+    missing, unexpected = (expected.keys() - fresh) - sd.keys(), sd.keys() - expected.keys()
     if missing or unexpected:
         parts = ([f"missing key(s) {_fmt(missing)}"] if missing else []) + \
                 ([f"unexpected key(s) {_fmt(unexpected)}"] if unexpected else [])
-        raise CheckpointError(f"{path}: does not fit {spec.name}: {'; '.join(parts)}; "
+        raise CheckpointError(f"{path}: does not fit {what}: {'; '.join(parts)}; "
                               f"fix: pass a checkpoint of this architecture")
     bad = [f"{k} {tuple(sd[k].shape)} != {tuple(expected[k].shape)}" for k in sorted(sd)
            if tuple(sd[k].shape) != tuple(expected[k].shape)]
     if bad:
         raise CheckpointError(f"{path}: mis-shaped key(s) {'; '.join(bad[:4])}; fix: pass a consistent checkpoint")
-    model.load_state_dict(sd, strict=False)  # strictness checked above; MAG keys may be fresh
+    model.load_state_dict(sd, strict=False)  # strictness checked above; `fresh` keys may be absent
     return model.eval()
 
 
