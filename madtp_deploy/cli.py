@@ -146,10 +146,10 @@ def export(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
     with output_dir(output, "--output"):
         clean_stale_staging(output, ".export-")  # what a killed export left, before this run can fail
         m = load(model, mode=mode.value, temperature=temperature)
-        blip = hasattr(m, "nlvr") or hasattr(m, "match")
-        if blip and (not hasattr(m, "nlvr") or fmt != "onnx" or shapes != "dynamic"):
-            raise UsageError(f"--model {model}: only BLIP NLVR2 exports, to ONNX with dynamic shapes; fix: "
-                             f"drop --format/--shapes, or pass a CLIP model or a BLIP NLVR2 checkpoint")
+        blip = hasattr(m, "nlvr")  # BLIP retrieval exports its two encoders like CLIP (onnx/io.py)
+        if (blip or hasattr(m, "match")) and (fmt != "onnx" or shapes != "dynamic"):
+            raise UsageError(f"--model {model}: BLIP models export to ONNX with dynamic shapes only; fix: "
+                             f"drop --format/--shapes, or pass a CLIP model")
         profiles = None
         if shapes == "static":
             from .capacity import make_static
@@ -268,6 +268,10 @@ def train(data: Path = typer.Option(..., "--data", help="dataset folder (*_train
     if is_nlvr_dir(data):  # NLVR2 annotations: BLIP NLVR2 training (train/blip_trainer.py)
         return _train_nlvr(data, output, "blip-nlvr-tiny" if init == "madtp-clip-tiny" else init, reduce, epochs,
                            batch_size, lr, weight_decay, mode, control_every, max_steps, seed, tokenizer)
+    from .train.blip_retrieval import is_blip
+    if is_blip(init):  # BLIP retrieval: ITC + ITM (+ MAG) training (train/blip_retrieval.py)
+        return _train_blip_retrieval(data, output, init, reduce, epochs, batch_size, lr, weight_decay, mode,
+                                     control_every, max_steps, seed, resume, tokenizer)
 
     from .files import output_dir
     from .train.trainer import TrainConfig, train as run
@@ -291,6 +295,7 @@ def eval_(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
           mode: Mode = typer.Option(SERVING_DEFAULT, "--mode"),
           temperature: Optional[float] = typer.Option(None, "--temperature"),
           tokenizer: Optional[Path] = typer.Option(None, "--tokenizer"),
+          k: int = typer.Option(16, "--k", help="BLIP retrieval: candidates per query re-ranked by ITM"),
           json_out: Optional[Path] = typer.Option(None, "--json")) -> None:
     """Retrieval recall@1/5/10 both ways, per-instance GFLOPs and kept tokens per layer."""
     import json
@@ -308,6 +313,8 @@ def eval_(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
     if json_out:
         check_output_file(json_out, "--json")
     m = load(model, mode=mode.value, temperature=temperature)
+    if hasattr(m, "match"):  # BLIP retrieval: ITC and ITM-re-ranked recall (train/blip_retrieval.py)
+        return _eval_blip_retrieval(m, model, data, split, batch_size, tokenizer, json_out, k)
     if hasattr(m, "text_encoder"):  # BLIP NLVR2: accuracy (train/blip_trainer.py)
         return _eval_nlvr(m, model, data, split, batch_size, tokenizer, json_out)
     s = dataset.load(data, split)
@@ -469,12 +476,8 @@ def _eval_nlvr(m, model, data, split, batch_size, tokenizer, json_out) -> None:
 
     from .data import nlvr
     from .files import write_text_atomic
-    from .errors import UsageError
     from .train.blip_trainer import evaluate, tokenizer_for
 
-    if not hasattr(m, "nlvr"):
-        raise UsageError(f"--model {model}: BLIP retrieval has no `eval` command yet; fix: evaluate a BLIP NLVR2 "
-                         f"model, or use the library (encode_image, encode_text, match)")
     s = nlvr.load(data, split)
     r = evaluate(m, s, tokenizer_for(data, tokenizer), batch_size)
     r["model"], r["split"] = model, str(s.annotation)
@@ -486,6 +489,57 @@ def _eval_nlvr(m, model, data, split, batch_size, tokenizer, json_out) -> None:
     console.print(table)
     console.print(f"kept image tokens per layer: {[round(v, 1) for v in r['kept_image_per_layer']]}; "
                   f"text: {[round(v, 1) for v in r['kept_text_per_layer']]}")
+    if json_out:
+        write_text_atomic(json_out, json.dumps(r, indent=2))
+
+
+def _train_blip_retrieval(data, output, init, reduce, epochs, batch_size, lr, weight_decay, mode, control_every,
+                          max_steps, seed, resume, tokenizer) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .files import output_dir
+    from .train.blip_retrieval import BlipRetrievalConfig, train as run
+
+    cfg = BlipRetrievalConfig(data=str(data), output=str(output), init=init, reduce=reduce, epochs=epochs,
+                              batch_size=batch_size, lr=lr, weight_decay=weight_decay, mode=Mode(mode).value,
+                              control_every=control_every, max_steps=max_steps, seed=seed, resume=resume,
+                              tokenizer=str(tokenizer) if tokenizer else None).validate()
+    with output_dir(output, "--output"), \
+            Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console,
+                     disable=not console.is_terminal) as progress:
+        r = run(cfg, log=console.print, progress=progress)
+    console.print(f"done: GFLOPs/pair (ITC) {r['gflops_current']:.5f} (target {r['gflops_target']:.5f}, "
+                  f"dense {r['gflops_dense']:.5f}), temperature {r['temperature']:.3f}")
+
+
+def _eval_blip_retrieval(m, model, data, split, batch_size, tokenizer, json_out, k) -> None:
+    import json
+
+    from .data import dataset
+    from .files import write_text_atomic
+    from .train.blip_retrieval import evaluate, tokenizer_for
+
+    s = dataset.load(data, split)
+    r = evaluate(m, s, tokenizer_for(data, m.spec, tokenizer), batch_size, k)
+    r["model"], r["split"] = model, str(s.annotation)
+    keys = ("txt_r1", "txt_r5", "txt_r10", "img_r1", "img_r5", "img_r10")
+    table = Table(title=f"{model} on {s.annotation.name} ({m.mode}, batch {batch_size}, T {m.temperature:g}, k {k})")
+    table.add_column("ranking")
+    for key in keys:
+        table.add_column(key, justify="right")
+    table.add_column("GFLOPs/pair", justify="right")
+    table.add_column("reduction", justify="right")
+    table.add_row("ITC", *[f"{r['recall_itc'][key]:.2f}" for key in keys], f"{r['gflops_per_pair']:.5f}",
+                  f"{100 * r['gflops_reduction']:.1f}%")
+    table.add_row(f"ITM top-{k}", *[f"{r['recall_itm'][key]:.2f}" for key in keys], f"{r['gflops_itm_per_pair']:.5f}",
+                  f"{100 * (1 - r['gflops_itm_per_pair'] / r['gflops_itm_dense_per_pair']):.1f}%")
+    console.print(table)
+    console.print(f"GFLOPs (2/MAC, per instance): ITC {r['gflops_per_pair']:.5f} per image + caption (dense "
+                  f"{r['gflops_dense_per_pair']:.5f}); ITM {r['gflops_itm_per_pair']:.5f} more per re-ranked pair "
+                  f"(dense {r['gflops_itm_dense_per_pair']:.5f}), {r['itm_pairs']} pairs")
+    console.print(f"kept image tokens per layer: {[round(v, 1) for v in r['kept_image_per_layer']]}; text (ITC): "
+                  f"{[round(v, 1) for v in r['kept_text_per_layer']]}; text (ITM): "
+                  f"{[round(v, 1) for v in r['kept_itm_text_per_layer']]}")
     if json_out:
         write_text_atomic(json_out, json.dumps(r, indent=2))
 

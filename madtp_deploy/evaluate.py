@@ -38,14 +38,20 @@ def recalls(img: torch.Tensor, txt: torch.Tensor, split: RetrievalSplit) -> dict
     img = torch.nn.functional.normalize(img, dim=-1)
     txt = torch.nn.functional.normalize(txt, dim=-1)
     sims = img @ txt.t()
-    i2t_rank = torch.empty(len(img))
+    return recalls_from_scores(sims, sims.t(), split)
+
+
+def recalls_from_scores(i2t: torch.Tensor, t2i: torch.Tensor, split: RetrievalSplit) -> dict:
+    """Recall@1/5/10 both ways from score matrices i2t [images, texts] and t2i [texts, images]
+    (equal up to transposition for cosine ranking; not for BLIP's ITM re-ranking)."""
+    i2t_rank = torch.empty(i2t.shape[0])
     for i, caps in enumerate(split.img2txt):
-        order = torch.argsort(sims[i], descending=True)
+        order = torch.argsort(i2t[i], descending=True)
         pos = torch.isin(order, torch.tensor(caps)).nonzero()
         i2t_rank[i] = pos.min()
-    t2i_rank = torch.empty(len(txt))
+    t2i_rank = torch.empty(t2i.shape[0])
     for j, i in enumerate(split.txt2img):
-        order = torch.argsort(sims[:, j], descending=True)
+        order = torch.argsort(t2i[j], descending=True)
         t2i_rank[j] = (order == i).nonzero()[0, 0]
     out = {}
     for k in (1, 5, 10):

@@ -131,3 +131,36 @@ def describe(model) -> list[tuple[str, str]]:
             ("ITM GFLOPs per pair (2/MAC, dense)", f"{itm.gflops.item() + 4 * s.text_width / 1e9:.4f}"),
         ]
     return rows
+
+
+# -- retrieval: ITC per pair, ITM per re-ranked pair ------------------------------------------------
+
+def itc_image_flops(s: BlipSpec, kept: torch.Tensor, pruning: bool) -> Flops:
+    """One image's ITC embedding: the ViT (kept [B, vision_layers]) and vision_proj."""
+    f = image_flops(s, kept, pruning)
+    return Flops(f.macs + s.vision_width * s.embed_dim, f.per_layer)
+
+
+def itc_text_flops(s: BlipSpec, tokens_in: torch.Tensor, kept: torch.Tensor, pruning: bool) -> Flops:
+    """One caption's ITC embedding: the text encoder without cross-attention, and text_proj."""
+    f = text_flops(s, tokens_in, kept, [], pruning)
+    return Flops(f.macs + s.text_width * s.embed_dim, f.per_layer)
+
+
+def itm_flops(s: BlipSpec, tokens_in: torch.Tensor, kept_text: torch.Tensor, image_tokens: torch.Tensor,
+              pruning: bool) -> Flops:
+    """One re-ranked (image, caption) pair: the fusion encoder, cross-attending to the image's kept
+    tokens (`image_tokens` [B]: its last layer's count, CLS included), and itm_head. The image tokens
+    are the ones ITC already computed: no ViT work is counted here."""
+    f = text_flops(s, tokens_in, kept_text, [image_tokens], pruning)
+    return Flops(f.macs + 2 * s.text_width, f.per_layer)
+
+
+def packed_itc_image_flops(s: BlipSpec, kept: torch.Tensor) -> Flops:
+    """What a packed batch of images computes per image (models/layout.py's layout, as CLIP's
+    `flops.packed_image_flops`): the per-token work on the image's own tokens, attention (QKᵀ and AV)
+    padded to the batch's longest sequence in each layer."""
+    own = itc_image_flops(s, kept, pruning=True)
+    n_own = torch.cat([torch.full((kept.shape[0], 1), s.vision_tokens, dtype=torch.long), kept[:, :-1]], 1).double()
+    extra = 2 * (n_own.amax(0, keepdim=True) ** 2 - n_own ** 2) * s.vision_width
+    return Flops(own.macs + extra.sum(1), own.per_layer + extra)

@@ -25,11 +25,12 @@ def _category(trace: str) -> str:
     # the exporter keeps the outer frames: the call sites in models/clip.py name the stage
     if any(k in trace for k in LAYOUT_CALLS):  # packing and unpacking rows (models/layout.py)
         return "layout"
-    if "pruning/dtp.py" in trace or "pruning/step.py" in trace or "prune_step(" in trace:
+    # (models/blip.py calls its DTP step, MAG and bias build through _prune(, _mag( and _bias()
+    if "pruning/dtp.py" in trace or "pruning/step.py" in trace or "prune_step(" in trace or "_prune(" in trace:
         return "dtp"
-    if "pruning/mag.py" in trace or "q_map" in trace or "token_attention_map(" in trace:
+    if "pruning/mag.py" in trace or "q_map" in trace or "token_attention_map(" in trace or "_mag(" in trace:
         return "mag"
-    if "self._bias(" in trace:
+    if "_bias(" in trace:
         return "masking"
 
     return "model"

@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import flops
+from .. import flops, flops_blip
 from ..capacity import DEFAULT_QUANTILE
 from ..errors import RuntimeBackendError, UsageError
 from ..files import read_json, temp_dir
 from ..models.clip import MadtpCLIP
 from ..onnx.io import encoder_io
 from ..runtime.sessions import available_backends
+from ..specs import BlipSpec
 from . import gemm, profile, timing
 
 BENCH_BACKENDS = ("torch", "torch-compile", "ort", "ort-cuda", "trt")
@@ -86,15 +87,18 @@ def _cached_export(model: MadtpCLIP, cache: Path, label: str, weights_hash: str)
     from ..onnx.export import export_model, graph_code_sha256
 
     want = {"weights_sha256": weights_hash, "temperature": model.temperature, "mode": model.mode,
-            "capacity": list(model.capacity["image"]) if model.capacity else None,
-            "graph_code_sha256": graph_code_sha256()}
+            "capacity": list(model.capacity["image"]) if getattr(model, "capacity", None) else None,
+            "graph_code_sha256": graph_code_sha256(model)}
     key = hashlib.sha256(repr(sorted(want.items())).encode()).hexdigest()[:16]
     path = cache / f"{label}-{key}.image.onnx"
-    side = path.with_suffix(".json")
-    if path.exists() and side.exists():
-        m = read_json(side, RuntimeBackendError, "sidecar missing", "delete the bench cache (make clean)")["model"]
-        if all(m.get(k) == v for k, v in want.items()):
-            return path
+    # any artifact in the cache whose sidecar records the same (another variant's, or one that
+    # `madtp-deploy export` wrote there) is the same graph
+    for found in [path] + sorted(cache.glob("*.image.onnx")):
+        side = found.with_suffix(".json")
+        if found.exists() and side.exists():
+            m = read_json(side, RuntimeBackendError, "sidecar missing", "delete the bench cache (make clean)")["model"]
+            if all(m.get(k) == v for k, v in want.items()):
+                return found
     export_model(model, cache, f"{label}-{key}", source="bench", validate=False, log=lambda *_: None,
                  encoders=("image",), weights_hash=weights_hash)
     return path
@@ -177,8 +181,9 @@ def _load_variants(cfg: BenchConfig, log) -> tuple[dict, dict, str]:
         variant = "static" if m.get("capacity") else m["mode"]
         variants, given = ["dense", variant], {variant: Path(cfg.onnx)}
     models = {"dense": load(source, mode="invariant", temperature=0.0)}
-    if hasattr(models["dense"], "match") and not hasattr(models["dense"], "nlvr"):
-        raise UsageError(f"--model {source}: BLIP retrieval has no bench yet; fix: bench a CLIP or BLIP NLVR2 model")
+    if hasattr(models["dense"], "match") and "static" in variants:  # BLIP retrieval: dynamic graphs only
+        raise UsageError(f"--variants static: fixed capacities are not built for BLIP retrieval ({source}); "
+                         f"fix: e.g. --variants dense,reference,invariant,packed")
     if hasattr(models["dense"], "nlvr"):  # BLIP NLVR2: packed runs as invariant there, static does not exist
         from .nlvr import NLVR_VARIANTS
 
@@ -204,16 +209,36 @@ def _load_variants(cfg: BenchConfig, log) -> tuple[dict, dict, str]:
     return models, given, str(source)
 
 
+def image_gflops(spec, kept: torch.Tensor, pruning: bool) -> torch.Tensor:
+    """Per-image GFLOPs of the image encoder (ViT and projection) from kept counts [B, layers]:
+    CLIP's (flops.py) or BLIP retrieval's (flops_blip.py), by the spec."""
+    if isinstance(spec, BlipSpec):
+        return flops_blip.itc_image_flops(spec, kept, pruning).gflops
+    return flops.image_flops(spec, kept, pruning).gflops
+
+
+def _packed_gflops(spec, kept: torch.Tensor) -> torch.Tensor:
+    if isinstance(spec, BlipSpec):
+        return flops_blip.packed_itc_image_flops(spec, kept).gflops
+    return flops.packed_image_flops(spec, kept).gflops
+
+
+def _layout(variant: str, model) -> str:
+    """The layout a variant's model computes in: a model without packed execution (it maps "packed"
+    to "invariant") computes the packed variant padded."""
+    return "invariant" if variant == "packed" and model.mode != "packed" else variant
+
+
 def _effective(variant: str, spec, kept: list[np.ndarray], capacity=None) -> torch.Tensor:
-    """Per-instance GFLOPs of what each timed batch computes, in this variant's layout."""
+    """Per-instance GFLOPs of what each timed batch computes, in this layout."""
     if variant == "packed":
-        return torch.cat([flops.packed_image_flops(spec, torch.from_numpy(o)).gflops for o in kept])
+        return torch.cat([_packed_gflops(spec, torch.from_numpy(o)) for o in kept])
     if variant == "static":
         from ..capacity import capacity_kept
 
-        return flops.image_flops(spec, capacity_kept(list(capacity), sum(len(o) for o in kept)), True).gflops
+        return image_gflops(spec, capacity_kept(list(capacity), sum(len(o) for o in kept)), True)
     padded = torch.cat([torch.from_numpy(o).max(0, keepdim=True).values.expand(len(o), -1) for o in kept])
-    return flops.image_flops(spec, padded, variant != "dense").gflops
+    return image_gflops(spec, padded, variant != "dense")
 
 
 def _graph_nodes(path: Path) -> dict:
@@ -304,8 +329,9 @@ def run_bench(cfg: BenchConfig, log=print, progress=None) -> dict:
             for variant, (lat, outs, peak) in timed.items():
                 model = models[variant]
                 kept = torch.from_numpy(np.concatenate(outs))
-                per = flops.image_flops(spec, kept, variant != "dense").gflops
-                eff = _effective(variant, spec, outs, (model.capacity or {}).get("image"))
+                per = image_gflops(spec, kept, variant != "dense")
+                capacity = (getattr(model, "capacity", None) or {}).get("image")
+                eff = _effective(_layout(variant, model), spec, outs, capacity)
                 own_v = per if variant == "dense" else own[: len(per)]
                 st = timing.stats(lat)
                 rate = rates["ort" if backend.startswith("ort") else "torch"]
@@ -343,6 +369,9 @@ def run_bench(cfg: BenchConfig, log=print, progress=None) -> dict:
                             "count per layer; packed: own tokens for per-token work, attention padded; static: "
                             "the capacities)"},
     }
+    if "packed" in models and _layout("packed", models["packed"]) != "packed":
+        report["notes"]["packed"] = (f"{spec.name} has no packed execution: its packed variant computes the "
+                                     f"invariant answers padded (effective GFLOPs counted padded)")
     if cfg.profile and "ort" in wanted:
         b = 8 if 8 in cfg.batch_sizes else cfg.batch_sizes[0]
         name = encoder_io(pruned, "image").input_names[0]
@@ -359,7 +388,7 @@ def _own_gflops(models: dict, timed: dict, batches: list) -> torch.Tensor:
         kept = np.concatenate(timed[exact][1])
     else:  # reference or static only: ask the eager invariant model, call by call
         m = next(m for v, m in models.items() if v != "dense")
-        saved_mode, saved_cap = m.mode, m.capacity
+        saved_mode, saved_cap = m.mode, getattr(m, "capacity", None)
         m.mode, m.capacity = "invariant", None
         try:
             with torch.inference_mode():
@@ -367,7 +396,7 @@ def _own_gflops(models: dict, timed: dict, batches: list) -> torch.Tensor:
                 kept = np.concatenate([m.encode_image(batches[i % len(batches)]).kept.numpy() for i in range(n)])
         finally:
             m.mode, m.capacity = saved_mode, saved_cap
-    return flops.image_flops(next(iter(models.values())).spec, torch.from_numpy(kept), True).gflops
+    return image_gflops(next(iter(models.values())).spec, torch.from_numpy(kept), True)
 
 
 def _comparisons(results: list, backends: list, batch_sizes: list) -> list:

@@ -105,7 +105,9 @@ def hard_negative(caption: str, rng: random.Random) -> str:
 
 def generate(root: Path, n_train: int = 4000, n_val: int = 300, n_test: int = 500, seed: int = 0,
              image_size: int = 64, captions_per_test_image: int = 2) -> Path:
-    """Write images/ and BLIP-format annotation JSONs (train / val / test) under root. Deterministic."""
+    """Write images/ and BLIP-format annotation JSONs (train / val / test) under root, with the task's
+    vocabulary twice: vocab.json (CLIP's word tokenizer) and vocab.txt (BLIP's BERT WordPiece
+    tokenizer, see `bert_vocab`). Deterministic."""
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -124,5 +126,18 @@ def generate(root: Path, n_train: int = 4000, n_val: int = 300, n_test: int = 50
                 entries.append({"image": rel, "caption": caps,
                                 "hard_negatives": [hard_negative(c, rng) for c in caps]})
         write_text_atomic(root / f"scenes_{split}.json", json.dumps(entries, indent=1))
-    (root / "vocab.json").write_text(json.dumps({"words": WORDS}))
+    (root / "vocab.json").write_text(json.dumps({"words": WORDS}))  # CLIP's word tokenizer
+    write_text_atomic(root / "vocab.txt", bert_vocab(WORDS))        # BLIP's BlipTokenizer
     return root
+
+
+BERT_SPECIALS = ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # in bert-base-uncased's order
+
+
+def bert_vocab(words: list[str], vocab_size: int = 64) -> str:
+    """A WordPiece vocab.txt for BlipTokenizer: BERT's special tokens, the task's words, then [unusedN]
+    padding so that the [DEC] and [ENC] BlipTokenizer adds become the last two of `vocab_size` ids,
+    as in BLIP (the blip-*-tiny specs have vocab_size 64, [ENC] = 63)."""
+    vocab = BERT_SPECIALS + list(words)
+    vocab += [f"[unused{i}]" for i in range(1, vocab_size - 2 - len(vocab) + 1)]
+    return "\n".join(vocab) + "\n"

@@ -33,12 +33,18 @@ GRAPH_CODE = ("models/clip.py", "models/layout.py", "models/inputs.py", "pruning
               "pruning/step.py", "onnx/io.py", "onnx/export.py", "onnx/fold.py")
 
 
-def graph_code_sha256() -> str:
-    """A hash of the code that defines an exported CLIP graph: a cached artifact whose sidecar
-    records another one was exported by other code."""
+# a BLIP retrieval encoder's graph: the same files with models/blip.py in place of models/clip.py
+BLIP_GRAPH_CODE = tuple("models/blip.py" if f == "models/clip.py" else f for f in GRAPH_CODE)
+
+
+def graph_code_sha256(model=None) -> str:
+    """A hash of the code that defines an exported graph (CLIP's, or BLIP's for a BLIP model): a
+    cached artifact whose sidecar records another one was exported by other code."""
+    from ..specs import BlipSpec
+
     root = Path(__file__).parents[1]
     h = hashlib.sha256()
-    for name in GRAPH_CODE:
+    for name in BLIP_GRAPH_CODE if isinstance(getattr(model, "spec", None), BlipSpec) else GRAPH_CODE:
         h.update(name.encode())
         h.update((root / name).read_bytes())
     return h.hexdigest()
@@ -116,7 +122,7 @@ def export_model(model: MadtpCLIP, out_dir: Path, name: str, *, source: str, ops
     model = model.eval()
     common = {"model": {"source": source, "spec": model.spec.to_dict(), "temperature": model.temperature,
                         "mode": model.mode, "weights_sha256": weights_hash or weights_sha256(model),
-                        "graph_code_sha256": graph_code_sha256()},
+                        "graph_code_sha256": graph_code_sha256(model)},
               "opset": opset, "exporter": "torch.onnx.export(dynamo=True)", "versions": versions(),
               "max_batch": max_batch}
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))

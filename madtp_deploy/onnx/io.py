@@ -5,20 +5,22 @@ the wrapper module that export traces, the inputs with their dynamic axes and an
 generator (inputs that prune differently), the outputs, the eager call that validation and the
 torch runtime compare against, the default tolerances, and the TensorRT optimization profile.
 Export, validation, the runtimes, the bench and the TensorRT builder all go through it; nothing
-else switches on the encoder's name.
+else switches on the encoder's name. CLIP's two encoders and BLIP retrieval's (ITC: vision_proj /
+text_proj embeddings; BERT captions) have contracts here; BLIP NLVR2's one graph is onnx/blip_io.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UsageError
-from ..specs import ClipSpec
+from ..errors import InputError, UsageError
+from ..specs import BlipSpec, ClipSpec
 
 DEFAULT_ATOL = {"fp32": 1e-4, "fp16": 1e-2, "int8": 5e-2}
 ENCODERS = ("image", "text")
@@ -230,17 +232,122 @@ def _text(spec: ClipSpec, static: bool) -> EncoderIO:
 _CONTRACTS = {"image": _image, "text": _text}
 
 
+# -- the two BLIP retrieval encoders (ITC: vision_proj / text_proj embeddings) -----------------------
+
+BERT_CLS, BERT_SEP = 101, 102   # bert-base-uncased's [CLS] and [SEP]
+BLIP_TEXT_TOKENS = 35           # BLIP retrieval pads / truncates captions to 35 tokens
+
+
+def bert_special_ids(spec: BlipSpec) -> tuple[int, int, int]:
+    """([CLS], [SEP], first word id) for sampled captions: bert-base-uncased's where the vocabulary
+    has them; 1, 2, 3 in smaller (test) vocabularies, the sampler's own choice (a dataset's vocab.txt
+    may place them elsewhere: the model reads [CLS] by position). The last two ids ([DEC], [ENC])
+    are never sampled as words."""
+    return (BERT_CLS, BERT_SEP, 999) if spec.vocab_size > 1000 else (1, 2, 3)
+
+
+def sample_bert_text(spec: BlipSpec, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT-style captions that prune differently: [CLS] first, [SEP] after the last word, lengths
+    varied (mostly short, every fourth up to the padded length), right-padded with id 0 and mask 0."""
+    g = torch.Generator().manual_seed(seed)
+    cls, sep, first = bert_special_ids(spec)
+    length = min(spec.max_positions, BLIP_TEXT_TOKENS)
+    ids = torch.randint(first, spec.vocab_size - 2, (n, length), generator=g)
+    short = torch.randint(MIN_TEXT_LEN - 1, max(MIN_TEXT_LEN, length // 2), (n,), generator=g)
+    long = torch.randint(MIN_TEXT_LEN - 1, length, (n,), generator=g)
+    ends = torch.where(torch.arange(n) % 4 == 3, long, short)  # the [SEP] position
+    ids[:, 0] = cls
+    ids[torch.arange(n), ends] = sep
+    after = torch.arange(length)[None, :] > ends[:, None]
+    ids[after] = 0
+    return ids, (~after).long()
+
+
+def check_blip_text(spec: BlipSpec, input_ids, attention_mask=None, where: str = "input_ids") -> None:
+    """input_ids: int [B, L], 1 <= L <= max_positions, ids in the vocabulary; the mask the same
+    shape, 0/1, with 1 at position 0 ([CLS]: every caption has a first valid token)."""
+    if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point() or input_ids.is_complex() \
+            or input_ids.dtype == torch.bool:
+        what = input_ids.dtype if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+        raise InputError(f"{where}: {what}, expected an integer tensor of token ids; fix: tokenize with "
+                         f"BLIP's BERT tokenizer (madtp_deploy.data.bert_tokenizer) or .long() the ids")
+    n = spec.max_positions
+    if input_ids.dim() != 2 or input_ids.shape[0] < 1 or not 1 <= input_ids.shape[1] <= n:
+        raise InputError(f"{where}: shape {tuple(input_ids.shape)}, expected [B, L] with 1 <= L <= {n} "
+                         f"(the positions of {spec.name}); fix: tokenize with max_length <= {n}")
+    if attention_mask is not None and (not isinstance(attention_mask, torch.Tensor)
+                                       or attention_mask.shape != input_ids.shape):
+        shape = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else \
+            type(attention_mask).__name__
+        raise InputError(f"attention_mask: shape {shape}, expected {tuple(input_ids.shape)} like input_ids; "
+                         f"fix: pass the mask the tokenizer returned")
+    if torch.compiler.is_compiling():
+        return
+    lo, hi = (int(v) for v in torch.aminmax(input_ids))
+    if lo < 0 or hi >= spec.vocab_size:
+        raise InputError(f"{where}: token id {lo if lo < 0 else hi} outside the vocabulary [0, {spec.vocab_size}) "
+                         f"of {spec.name}; fix: use the model's own tokenizer")
+    if attention_mask is not None and (bool(((attention_mask != 0) & (attention_mask != 1)).any())
+                                       or not bool((attention_mask[:, 0] == 1).all())):
+        raise InputError("attention_mask: values must be 0/1 with 1 at position 0 ([CLS]); "
+                         "fix: pass the mask the tokenizer returned")
+
+
+def _blip_captions(spec: BlipSpec, split, root, idx):
+    from ..data.bert_tokenizer import BlipTokenizer
+
+    tok = BlipTokenizer(Path(root), max_length=min(spec.max_positions, BLIP_TEXT_TOKENS))
+    return tok([split.captions[j] for j in idx], enc=False, where=str(split.annotation))
+
+
+def _blip_image(spec: BlipSpec) -> EncoderIO:
+    return EncoderIO(
+        "image",
+        (TensorSpec("pixels", "float32", ("batch", 3, spec.image_size, spec.image_size)),),
+        _outputs(spec, spec.vision_layers, False),
+        encode=lambda m, pixels: m.encode_image(pixels),
+        examples=sample_images, unit="images",
+        dataset=lambda spec, split, root, idx: (split.pixels(spec.image_size, idx),),
+        checks=_check_pixels)  # BLIP normalises with CLIP's mean and std
+
+
+def _blip_text(spec: BlipSpec) -> EncoderIO:
+    return EncoderIO(
+        "text",
+        (TensorSpec("input_ids", "int64", ("batch", "seq")), TensorSpec("attention_mask", "int64", ("batch", "seq"))),
+        _outputs(spec, spec.text_layers, False),
+        encode=lambda m, ids, mask: m.encode_text(ids, mask),
+        examples=sample_bert_text, unit="captions", dataset=_blip_captions, checks=check_blip_text,
+        max_sizes={"seq": spec.max_positions}, min_sizes={"seq": MIN_TEXT_LEN})
+
+
+_BLIP_CONTRACTS = {"image": _blip_image, "text": _blip_text}
+
+
+def spec_from_dict(d: dict):
+    """A sidecar's spec: BLIP's carry a task, CLIP's do not."""
+    return BlipSpec.from_dict(d) if "task" in d else ClipSpec.from_dict(d)
+
+
 def encoder_io(spec_or_model, encoder: str, static: bool | None = None) -> EncoderIO:
-    """The IO contract of `encoder` for a spec (or a model, whose spec is used). `static` (default:
-    whether the model has capacities) gives the fixed-capacity graph's contract."""
+    """The IO contract of `encoder` for a spec (or a model, whose spec is used): CLIP's two encoders,
+    or BLIP retrieval's. `static` (default: whether the model has capacities) gives the
+    fixed-capacity graph's contract (CLIP only)."""
     spec = getattr(spec_or_model, "spec", spec_or_model)
     if static is None:
         static = encoder in (getattr(spec_or_model, "capacity", None) or {})
+    blip = isinstance(spec, BlipSpec)
+    if blip and spec.task != "retrieval":
+        raise UsageError(f"{spec.name}: a BLIP NLVR2 model has one graph (two images and a statement), not "
+                         f"image/text encoders; fix: export it with `madtp-deploy export` (onnx/blip_io.py)")
+    if blip and static:
+        raise UsageError(f"{spec.name}: --shapes static (fixed capacities) is not built for BLIP retrieval; "
+                         f"fix: export with --shapes dynamic (the default)")
     try:
-        make = _CONTRACTS[encoder]
+        make = (_BLIP_CONTRACTS if blip else _CONTRACTS)[encoder]
     except KeyError:
         raise UsageError(f"encoder {encoder!r}: unknown; fix: use one of {', '.join(ENCODERS)}") from None
-    return make(spec, static)
+    return make(spec) if blip else make(spec, static)
 
 
 def input_names(encoder: str) -> list[str]:

@@ -54,18 +54,18 @@ class OrtSession:
 
 
 def _input_check(path: Path):
-    """The eager model's input checks (NaN pixels, wrong sizes, 0-255 data, text without EOT) for
-    a CLIP encoder graph, from the spec in its sidecar; None where there is no such sidecar."""
+    """The eager model's input checks (NaN pixels, wrong sizes, 0-255 data, text without EOT or
+    [CLS]) for a CLIP or BLIP retrieval encoder graph, from the spec in its sidecar; None where there
+    is no such sidecar."""
     import json
 
-    from ..onnx.io import encoder_io
-    from ..specs import ClipSpec
+    from ..onnx.io import encoder_io, spec_from_dict
 
     try:
         side = json.loads(path.with_suffix(".json").read_text())
-        spec = ClipSpec.from_dict(side["model"]["spec"])
+        spec = spec_from_dict(side["model"]["spec"])
         io = encoder_io(spec, side["encoder"])
-    except Exception:  # noqa: BLE001 - no sidecar, or not a CLIP encoder's: nothing to check against
+    except Exception:  # noqa: BLE001 - no sidecar, or not an encoder's (NLVR2): nothing to check against
         return None
     return lambda feeds: io.check(spec, feeds)
 

@@ -92,6 +92,33 @@ def _save_atomic(obj, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+def write_checkpoint(model, out: Path, epoch: int, meta: dict) -> None:
+    """madtp.pt in the MADTP format ({'model', 'epoch', 'temperature'} + 'spec') and model.json (`meta`),
+    both written atomically: a run killed mid-write leaves the previous epoch's files."""
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    _save_atomic({"model": sd, "epoch": epoch, "temperature": model.temperature, "spec": model.spec.to_dict()},
+                 out / "madtp.pt")
+    write_text_atomic(out / "model.json", json.dumps(meta, indent=2))
+
+
+def cosine_lr(lr: float, min_lr: float, step: int, total: int) -> float:
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * step / max(total, 1)))
+
+
+def initial_temperature(model, measure, target: float, dense: float, log=print) -> float:
+    """The reference's calculate_temperature: from T = 1, step T with the controller until the GFLOPs
+    `measure()` returns at the model's temperature are within 1.3% (of dense) of the target."""
+    model.eval()
+
+    def at(t: float) -> float:
+        model.temperature = t
+        return measure()
+
+    model.temperature, cur = control.search_temperature(at, 1.0, target, dense)
+    log(f"initial temperature {model.temperature:.3f} (GFLOPs {cur:.5f}, target {target:.5f})")
+    return cur
+
+
 def train(cfg: BlipTrainConfig, log=print, progress=None) -> dict:
     from ..api import load
 
@@ -122,17 +149,8 @@ def train(cfg: BlipTrainConfig, log=print, progress=None) -> dict:
     model.temperature = 0.0
     dense = cur = _measure(model, ctrl)
     target = dense * (1 - cfg.reduce)
-    model.temperature = 1.0 if cfg.reduce > 0 else 0.0
     if cfg.reduce > 0:  # the reference's calculate_temperature: search an initial T before training
-        model.eval()
-        for _ in range(25):
-            cur = _measure(model, ctrl)
-            if abs(cur - target) / dense <= 0.013:
-                break
-            model.temperature = control.next_temperature(model.temperature, cur, target, dense)
-        else:
-            cur = _measure(model, ctrl)
-        log(f"initial temperature {model.temperature:.3f} (GFLOPs {cur:.5f}, target {target:.5f})")
+        cur = initial_temperature(model, lambda: _measure(model, ctrl), target, dense, log)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(ids) / cfg.batch_size)
     total, step, history = cfg.epochs * steps_per_epoch, 0, []
@@ -141,7 +159,7 @@ def train(cfg: BlipTrainConfig, log=print, progress=None) -> dict:
         model.train()
         perm = torch.randperm(len(ids))
         for b in range(steps_per_epoch):
-            lr = cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * step / max(total, 1)))
+            lr = cosine_lr(cfg.lr, cfg.min_lr, step, total)
             for g in opt.param_groups:
                 g["lr"] = lr
             sel = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
@@ -172,12 +190,9 @@ def train(cfg: BlipTrainConfig, log=print, progress=None) -> dict:
             model.temperature = control.next_temperature(model.temperature, cur, target, dense)
             cur = _measure(model, ctrl)
         acc = (run_nlvr(model, *ctrl)[0].argmax(1) == va.targets()[:n_ctrl]).double().mean().item() * 100
-        sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        _save_atomic({"model": sd, "epoch": epoch, "temperature": model.temperature, "spec": model.spec.to_dict()},
-                     out / "madtp.pt")
-        meta = {"config": asdict(cfg), "epoch": epoch, "gflops_dense": dense, "gflops_target": target,
-                "gflops_current": cur, "val_accuracy": acc, "temperature": model.temperature}
-        write_text_atomic(out / "model.json", json.dumps(meta, indent=2))
+        write_checkpoint(model, out, epoch, {"config": asdict(cfg), "epoch": epoch, "gflops_dense": dense,
+                                             "gflops_target": target, "gflops_current": cur, "val_accuracy": acc,
+                                             "temperature": model.temperature})
         log(f"epoch {epoch}: loss {history[-1]['loss']:.4f}, val acc {acc:.1f}, GFLOPs/instance {cur:.5f} "
             f"(target {target:.5f}, dense {dense:.5f}), T {model.temperature:.3f}")
         if cfg.max_steps and step >= cfg.max_steps:
