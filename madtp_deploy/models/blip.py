@@ -30,8 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import pruning
+from ..errors import InputError
 from ..modes import LIBRARY_DEFAULT, Mode, parse_mode
 from ..specs import BlipSpec
+from .inputs import check_blip_text, check_pixels
 from .layout import Packed, Padded
 
 NEG = torch.finfo(torch.float32).min
@@ -431,6 +433,12 @@ class MadtpBlipNLVR(_Blip):
 
     def nlvr(self, images0, images1, input_ids, attention_mask=None, want_align: bool = False) -> NlvrOutput:
         """ids[:, 0] must already be the [ENC] id (as the reference sets it)."""
+        check_pixels(self.spec, images0, "images0")
+        check_pixels(self.spec, images1, "images1")
+        check_blip_text(self.spec, input_ids, attention_mask)
+        if images1.shape[0] != images0.shape[0] or input_ids.shape[0] != images0.shape[0]:
+            raise InputError(f"images0, images1, input_ids: batches of {images0.shape[0]}, {images1.shape[0]} and "
+                             f"{input_ids.shape[0]}; fix: pass one image pair per statement")
         b = images0.shape[0]
         # One vision batch, as the reference: max-keep over all 2B images in reference mode, over the
         # instance's own two images in invariant mode (the reference's batch-1 answer).
@@ -458,10 +466,12 @@ class MadtpBlipRetrieval(_Blip):
         self.temp = nn.Parameter(0.07 * torch.ones([]))
 
     def encode_image(self, pixels: torch.Tensor, want_align: bool = False) -> Encoded:
+        check_pixels(self.spec, pixels)
         t = self.image_tokens(pixels, want_align)
         return Encoded(self.vision_proj(t.x[:, 0]), t.kept, t.tokens_in, t.align)
 
     def encode_text(self, input_ids, attention_mask=None, want_align: bool = False) -> Encoded:
+        check_blip_text(self.spec, input_ids, attention_mask)
         t = self.text_tokens(input_ids, attention_mask, None, want_align)
         return Encoded(self.text_proj(t.x[:, 0]), t.kept, t.tokens_in, t.align)
 
@@ -469,6 +479,9 @@ class MadtpBlipRetrieval(_Blip):
         """ITM logits of pixels[i] with text i. ids[:, 0] is replaced by [ENC], as BLIP does.
         `image`: the image tokens of an earlier `image_tokens(pixels)` call, to re-rank without
         re-encoding."""
+        check_blip_text(self.spec, input_ids, attention_mask)
+        if image is None:
+            check_pixels(self.spec, pixels)
         img = self.image_tokens(pixels) if image is None else image
         ids = input_ids.clone()
         ids[:, 0] = self.spec.enc_id

@@ -18,7 +18,7 @@ import math
 import torch
 
 from ..errors import InputError, MadtpError
-from ..specs import ClipSpec
+from ..specs import BlipSpec, ClipSpec
 
 # CLIP-normalised pixels lie in about [-1.8, 2.2]; 0-255 data almost always exceeds this bound.
 PIXEL_LIMIT = 30.0
@@ -96,6 +96,36 @@ def check_text(spec: ClipSpec, input_ids, attention_mask=None, where: str = "inp
 
 
 # -- plain numbers (CLI options, config fields, loader arguments) ----------------------------------
+
+def check_blip_text(spec: BlipSpec, input_ids, attention_mask=None, where: str = "input_ids") -> None:
+    """input_ids: int [B, L], 1 <= L <= max_positions, ids in the vocabulary; the mask the same
+    shape, 0/1, with 1 at position 0 ([CLS]: every caption has a first valid token)."""
+    if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point() or input_ids.is_complex() \
+            or input_ids.dtype == torch.bool:
+        what = input_ids.dtype if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+        raise InputError(f"{where}: {what}, expected an integer tensor of token ids; fix: tokenize with "
+                         f"BLIP's BERT tokenizer (madtp_deploy.data.bert_tokenizer) or .long() the ids")
+    n = spec.max_positions
+    if input_ids.dim() != 2 or input_ids.shape[0] < 1 or not 1 <= input_ids.shape[1] <= n:
+        raise InputError(f"{where}: shape {tuple(input_ids.shape)}, expected [B, L] with 1 <= L <= {n} "
+                         f"(the positions of {spec.name}); fix: tokenize with max_length <= {n}")
+    if attention_mask is not None and (not isinstance(attention_mask, torch.Tensor)
+                                       or attention_mask.shape != input_ids.shape):
+        shape = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else \
+            type(attention_mask).__name__
+        raise InputError(f"attention_mask: shape {shape}, expected {tuple(input_ids.shape)} like input_ids; "
+                         f"fix: pass the mask the tokenizer returned")
+    if _tracing():
+        return
+    lo, hi = (int(v) for v in torch.aminmax(input_ids))
+    if lo < 0 or hi >= spec.vocab_size:
+        raise InputError(f"{where}: token id {lo if lo < 0 else hi} outside the vocabulary [0, {spec.vocab_size}) "
+                         f"of {spec.name}; fix: use the model's own tokenizer")
+    if attention_mask is not None and (bool(((attention_mask != 0) & (attention_mask != 1)).any())
+                                       or not bool((attention_mask[:, 0] == 1).all())):
+        raise InputError("attention_mask: values must be 0/1 with 1 at position 0 ([CLS]); "
+                         "fix: pass the mask the tokenizer returned")
+
 
 def check_number(value, name: str, *, lo=None, hi=None, lo_open: bool = False, integer: bool = False,
                  fix: str, error: type[MadtpError] = InputError):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError, UsageError
+from ..errors import UsageError
 from ..specs import BlipSpec, ClipSpec
 
 DEFAULT_ATOL = {"fp32": 1e-4, "fp16": 1e-2, "int8": 5e-2}
@@ -263,34 +263,10 @@ def sample_bert_text(spec: BlipSpec, n: int, seed: int = 0) -> tuple[torch.Tenso
     return ids, (~after).long()
 
 
-def check_blip_text(spec: BlipSpec, input_ids, attention_mask=None, where: str = "input_ids") -> None:
-    """input_ids: int [B, L], 1 <= L <= max_positions, ids in the vocabulary; the mask the same
-    shape, 0/1, with 1 at position 0 ([CLS]: every caption has a first valid token)."""
-    if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point() or input_ids.is_complex() \
-            or input_ids.dtype == torch.bool:
-        what = input_ids.dtype if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
-        raise InputError(f"{where}: {what}, expected an integer tensor of token ids; fix: tokenize with "
-                         f"BLIP's BERT tokenizer (madtp_deploy.data.bert_tokenizer) or .long() the ids")
-    n = spec.max_positions
-    if input_ids.dim() != 2 or input_ids.shape[0] < 1 or not 1 <= input_ids.shape[1] <= n:
-        raise InputError(f"{where}: shape {tuple(input_ids.shape)}, expected [B, L] with 1 <= L <= {n} "
-                         f"(the positions of {spec.name}); fix: tokenize with max_length <= {n}")
-    if attention_mask is not None and (not isinstance(attention_mask, torch.Tensor)
-                                       or attention_mask.shape != input_ids.shape):
-        shape = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else \
-            type(attention_mask).__name__
-        raise InputError(f"attention_mask: shape {shape}, expected {tuple(input_ids.shape)} like input_ids; "
-                         f"fix: pass the mask the tokenizer returned")
-    if torch.compiler.is_compiling():
-        return
-    lo, hi = (int(v) for v in torch.aminmax(input_ids))
-    if lo < 0 or hi >= spec.vocab_size:
-        raise InputError(f"{where}: token id {lo if lo < 0 else hi} outside the vocabulary [0, {spec.vocab_size}) "
-                         f"of {spec.name}; fix: use the model's own tokenizer")
-    if attention_mask is not None and (bool(((attention_mask != 0) & (attention_mask != 1)).any())
-                                       or not bool((attention_mask[:, 0] == 1).all())):
-        raise InputError("attention_mask: values must be 0/1 with 1 at position 0 ([CLS]); "
-                         "fix: pass the mask the tokenizer returned")
+def _check_blip_text(spec: BlipSpec, ids, mask) -> None:
+    from ..models.inputs import check_blip_text
+
+    check_blip_text(spec, ids, mask)
 
 
 def _blip_captions(spec: BlipSpec, split, root, idx):
@@ -317,7 +293,7 @@ def _blip_text(spec: BlipSpec) -> EncoderIO:
         (TensorSpec("input_ids", "int64", ("batch", "seq")), TensorSpec("attention_mask", "int64", ("batch", "seq"))),
         _outputs(spec, spec.text_layers, False),
         encode=lambda m, ids, mask: m.encode_text(ids, mask),
-        examples=sample_bert_text, unit="captions", dataset=_blip_captions, checks=check_blip_text,
+        examples=sample_bert_text, unit="captions", dataset=_blip_captions, checks=_check_blip_text,
         max_sizes={"seq": spec.max_positions}, min_sizes={"seq": MIN_TEXT_LEN})
 
 

@@ -299,3 +299,30 @@ def test_rerank_rescores_the_itc_top_k_with_itm():
             assert set((scores[i] > -100).nonzero().flatten().tolist()) == set(top.tolist())
             itm = m.match(px[i:i + 1].expand(2, -1, -1, -1), ids[top], mask[top]).logits[:, 1]
             torch.testing.assert_close(scores[i, top], itm + cos[i, top], atol=1e-5, rtol=0)
+
+
+def test_entry_points_check_their_inputs():
+    """Bad inputs fail with a one-line InputError in every public entry point (before: NaN pixels gave
+    NaN logits, an out-of-vocabulary id an IndexError deep inside BERT, a pair batch mismatch a
+    shape error inside torch.cat)."""
+    from madtp_deploy.errors import InputError
+
+    nlvr, ret = madtp_deploy.load(NLVR), madtp_deploy.load(RET)
+    a, b, ids, mask = blip_inputs(2)
+    nan = a.clone()
+    nan[0, 0, 0, 0] = float("nan")
+    bad_mask = mask.clone()
+    bad_mask[1, 0] = 0
+    cases = [
+        (lambda: nlvr.nlvr(nan, b, ids, mask), "images0: contains NaN"),
+        (lambda: nlvr.nlvr(a, b[:1], ids, mask), "one image pair per statement"),
+        (lambda: nlvr.nlvr(a, b, ids + 64, mask), "outside the vocabulary"),
+        (lambda: ret.encode_image(a[:, :, :16]), r"expected \[B, 3, 32, 32\]"),
+        (lambda: ret.encode_text(ids, bad_mask), "position 0"),
+        (lambda: ret.encode_text(ids.float(), mask), "integer tensor"),
+        (lambda: ret.match(a * 100, ids, mask), "not CLIP-normalised"),
+    ]
+    for call, message in cases:
+        with pytest.raises(InputError, match=message) as info:
+            call()
+        assert "\n" not in str(info.value) and "fix:" in str(info.value)
