@@ -78,6 +78,28 @@ def nlvr_flops(s: BlipSpec, kept_image: torch.Tensor, tokens_text: torch.Tensor,
                  torch.cat([img[0].per_layer, img[1].per_layer, txt.per_layer], 1))
 
 
+def packed_nlvr_flops(s: BlipSpec, kept_image: torch.Tensor, tokens_text: torch.Tensor,
+                      kept_text: torch.Tensor) -> Flops:
+    """What a packed NLVR2 batch computes per instance (models/blip.py in "packed" mode): the per-token
+    work on its own tokens; attention (QKᵀ and AV) padded to the batch's longest in every layer: the
+    ViT's over the 2B images of its one vision batch, the text self-attention's, and the
+    cross-attention's (the text slots against each image's slots). MAG's map also runs on the CLS
+    rows (they ride along in the packed rows: one row per image and per statement in every layer)."""
+    own = nlvr_flops(s, kept_image, tokens_text, kept_text, pruning=True)
+    full = torch.full_like(kept_image[..., :1], s.vision_tokens)
+    img_in = torch.cat([full, kept_image[..., :-1]], -1).double()             # [B, 2, vision_layers]
+    extra_img = 2 * (img_in.amax((0, 1), keepdim=True) ** 2 - img_in ** 2) * s.vision_width
+    t_in, t_out = (t.double() for t in _layers(tokens_text, kept_text))      # [B, text_layers]
+    extra_txt = 2 * (t_in.amax(0, keepdim=True) ** 2 - t_in ** 2) * s.text_width
+    for j in (0, 1):
+        fin = kept_image[:, j, -1:].double()                                  # the image's final tokens
+        extra_txt = extra_txt + 2 * (t_out.amax(0, keepdim=True) * fin.max() - t_out * fin) * s.text_width
+    extra = torch.cat([extra_img[:, 0], extra_img[:, 1], extra_txt], 1)
+    cls_rows = torch.tensor([s.vision_width * s.sd_num] * 2 * s.vision_layers + [s.text_width * s.sd_num] * s.text_layers)
+    extra = extra + cls_rows.double()
+    return Flops(own.macs + extra.sum(1), own.per_layer + extra)
+
+
 def dense_nlvr(s: BlipSpec, text_tokens: int = REFERENCE_TEXT_TOKENS, batch: int = 1):
     """(kept_image, tokens_text, kept_text) of the dense model on `text_tokens`-token statements."""
     return (torch.full((batch, 2, s.vision_layers), s.vision_tokens, dtype=torch.long),

@@ -79,3 +79,19 @@ def test_layernorm_elements_equal_what_the_model_normalises():
     with torch.no_grad():
         m.nlvr(a, b, ids)
     assert sum(seen) == flops_blip.nlvr_layernorm_elements(m.spec, ids.shape[1])
+
+
+@pytest.mark.parametrize("temperature", [5.0, 20.0])
+def test_packed_nlvr_flops_are_what_a_packed_batch_computes(temperature):
+    """The packed formula (own tokens, attention padded, MAG on the CLS rows) against FlopCounterMode
+    on a ragged packed batch: within 0.1% (the rest: a layer's padded length can exceed its largest
+    kept count by the package slot, when the longest instance did not prune). Counting a packed batch
+    as its own tokens, or padding attention to the wrong length, misses by more."""
+    m = madtp_deploy.load("blip-nlvr-tiny", mode="packed", temperature=temperature)
+    a, b, ids, mask = blip_inputs(8, seed=9)
+    o, counted = _counted(lambda: m.nlvr(a, b, ids, mask))
+    s = m.spec
+    packed = flops_blip.packed_nlvr_flops(s, o.kept_image, o.tokens_text, o.kept_text).flops.sum().item()
+    own = flops_blip.nlvr_flops(s, o.kept_image, o.tokens_text, o.kept_text, True).flops.sum().item()
+    assert packed == pytest.approx(counted, rel=1e-3)
+    assert abs(own - counted) / counted > 3e-3, "the batch must be ragged enough to tell the two apart"

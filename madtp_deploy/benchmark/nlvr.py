@@ -1,5 +1,5 @@
-"""`madtp-deploy bench` for a BLIP NLVR2 model: dense vs reference (max-keep) vs invariant, on the
-whole NLVR2 graph (two images and a statement -> logits), eager and onnxruntime, interleaved.
+"""`madtp-deploy bench` for a BLIP NLVR2 model: dense vs reference (max-keep) vs padded invariant vs
+packed, on the whole NLVR2 graph (two images and a statement -> logits), eager and onnxruntime, interleaved.
 
 Inputs come from the NLVR2 IO contract's generator (images of varied contrast, statements of
 varied length: they prune differently); timing depends on the keep counts. GFLOPs per instance
@@ -20,17 +20,22 @@ from .. import flops_blip
 from ..errors import RuntimeBackendError, UsageError
 from . import timing
 
-NLVR_VARIANTS = ("dense", "reference", "invariant")
+NLVR_VARIANTS = ("dense", "reference", "invariant", "packed")
 OUTPUTS = ("logits", "kept_image", "kept_text")
 
 
-def _gflops(spec, outs: list[tuple], inputs: list[dict], pruning: bool, padded: bool) -> torch.Tensor:
-    """Per-instance GFLOPs over the timed calls; `padded`: what each padded batch computes."""
+def _gflops(spec, outs: list[tuple], inputs: list[dict], pruning: bool, layout: str = "own") -> torch.Tensor:
+    """Per-instance GFLOPs over the timed calls. `layout`: "own" (each instance's own tokens),
+    "padded" (what a padded batch computes: every layer at the batch's largest count) or "packed"
+    (own tokens, attention padded: flops_blip.packed_nlvr_flops)."""
     out = []
     for (_, ki, kt), x in zip(outs, inputs):
         ki, kt = torch.from_numpy(ki), torch.from_numpy(kt)
         tin = torch.from_numpy(np.asarray(x["attention_mask"])).sum(1)
-        if padded:
+        if layout == "packed":
+            out.append(flops_blip.packed_nlvr_flops(spec, ki, tin, kt).gflops)
+            continue
+        if layout == "padded":
             ki = ki.amax(0, keepdim=True).expand_as(ki)
             kt = kt.amax(0, keepdim=True).expand_as(kt)
             tin = tin.amax().expand_as(tin)
@@ -80,12 +85,12 @@ def run_nlvr_bench(cfg, models: dict, source: str, wanted: list[str], weights_ha
                        for i in range(max(1, min(4, cfg.pool // b)))]
             timed = timing.time_interleaved(runners, batches, cfg.warmup_s, cfg.min_runs, cfg.min_time_s)
             calls = [batches[i % len(batches)] for i in range(len(next(iter(timed.values()))[1]))]
-            own = _gflops(spec, timed["invariant"][1] if "invariant" in timed else timed[next(iter(timed))][1],
-                          calls, True, padded=False)
+            exact = next((v for v in ("invariant", "packed") if v in timed), next(iter(timed)))
+            own = _gflops(spec, timed[exact][1], calls, True)
             for v, (lat, outs, peak) in timed.items():
                 pruning = v != "dense"
-                per = _gflops(spec, outs, calls, pruning, padded=False)
-                eff = _gflops(spec, outs, calls, pruning, padded=True)
+                per = _gflops(spec, outs, calls, pruning)
+                eff = _gflops(spec, outs, calls, pruning, "packed" if v == "packed" else "padded")
                 own_v = per if v == "dense" else own
                 st = timing.stats(lat)
                 results.append({
@@ -102,7 +107,8 @@ def run_nlvr_bench(cfg, models: dict, source: str, wanted: list[str], weights_ha
 
     return {
         "schema": "madtp-deploy/bench/2", "config": asdict(cfg), "machine": machine_info(),
-        "model": {"source": source, "spec": spec.to_dict(), "temperature": models["invariant"].temperature,
+        "model": {"source": source, "spec": spec.to_dict(),
+                  "temperature": models[next(v for v in models if v != "dense")].temperature,
                   "variants": list(models), "weights_sha256": weights_hash, "capacity": None},
         "encoder": "nlvr", "gemm_gflops": {}, "unavailable_backends": {}, "graphs": {},
         "results": results, "comparisons": _comparisons(results, wanted, cfg.batch_sizes),

@@ -184,7 +184,7 @@ def _load_variants(cfg: BenchConfig, log) -> tuple[dict, dict, str]:
     if hasattr(models["dense"], "match") and "static" in variants:  # BLIP retrieval: dynamic graphs only
         raise UsageError(f"--variants static: fixed capacities are not built for BLIP retrieval ({source}); "
                          f"fix: e.g. --variants dense,reference,invariant,packed")
-    if hasattr(models["dense"], "nlvr"):  # BLIP NLVR2: packed runs as invariant there, static does not exist
+    if hasattr(models["dense"], "nlvr"):  # BLIP NLVR2: one graph (benchmark/nlvr.py), no static variant
         from .nlvr import NLVR_VARIANTS
 
         variants = ["dense"] + [v for v in variants[1:] if v in NLVR_VARIANTS]
@@ -221,12 +221,6 @@ def _packed_gflops(spec, kept: torch.Tensor) -> torch.Tensor:
     if isinstance(spec, BlipSpec):
         return flops_blip.packed_itc_image_flops(spec, kept).gflops
     return flops.packed_image_flops(spec, kept).gflops
-
-
-def _layout(variant: str, model) -> str:
-    """The layout a variant's model computes in: a model without packed execution (it maps "packed"
-    to "invariant") computes the packed variant padded."""
-    return "invariant" if variant == "packed" and model.mode != "packed" else variant
 
 
 def _effective(variant: str, spec, kept: list[np.ndarray], capacity=None) -> torch.Tensor:
@@ -331,7 +325,7 @@ def run_bench(cfg: BenchConfig, log=print, progress=None) -> dict:
                 kept = torch.from_numpy(np.concatenate(outs))
                 per = image_gflops(spec, kept, variant != "dense")
                 capacity = (getattr(model, "capacity", None) or {}).get("image")
-                eff = _effective(_layout(variant, model), spec, outs, capacity)
+                eff = _effective(variant, spec, outs, capacity)
                 own_v = per if variant == "dense" else own[: len(per)]
                 st = timing.stats(lat)
                 rate = rates["ort" if backend.startswith("ort") else "torch"]
@@ -369,9 +363,6 @@ def run_bench(cfg: BenchConfig, log=print, progress=None) -> dict:
                             "count per layer; packed: own tokens for per-token work, attention padded; static: "
                             "the capacities)"},
     }
-    if "packed" in models and _layout("packed", models["packed"]) != "packed":
-        report["notes"]["packed"] = (f"{spec.name} has no packed execution: its packed variant computes the "
-                                     f"invariant answers padded (effective GFLOPs counted padded)")
     if cfg.profile and "ort" in wanted:
         b = 8 if 8 in cfg.batch_sizes else cfg.batch_sizes[0]
         name = encoder_io(pruned, "image").input_names[0]

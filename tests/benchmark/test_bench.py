@@ -122,13 +122,17 @@ def test_cli_bad_input(args, expect):
 
 def test_bench_runs_on_a_blip_nlvr_model(tmp_path):
     """Bugs caught: BLIP NLVR2 models refused by the bench, or reported without their own-token
-    GFLOPs (the padded batch's count must be at least the instances' own)."""
-    cfg = BenchConfig(model="blip-nlvr-tiny", temperature=2.0, batch_sizes=[1, 4], backends=["torch"],
+    GFLOPs (the padded batch's count must be at least the instances' own); the packed variant
+    dropped, or its batches counted as padded (packed computes nearly its own tokens)."""
+    cfg = BenchConfig(model="blip-nlvr-tiny", temperature=5.0, batch_sizes=[1, 8], backends=["torch"],
                       warmup_s=0.0, min_runs=2, pool=8, cache=str(tmp_path))
     r = run_bench(cfg, log=lambda *_: None)
     report.validate_report(r)
-    assert r["encoder"] == "nlvr" and r["model"]["variants"] == ["dense", "reference", "invariant"]
+    variants = ("dense", "reference", "invariant", "packed")
+    assert r["encoder"] == "nlvr" and tuple(r["model"]["variants"]) == variants
     ok = {(x["variant"], x["batch"]): x for x in r["results"]}
-    assert set(ok) == {(v, b) for v in ("dense", "reference", "invariant") for b in (1, 4)}
-    assert ok[("invariant", 4)]["eff_over_own"] >= 1.0 and ok[("invariant", 1)]["eff_over_own"] == 1.0
-    assert ok[("dense", 4)]["gflops_own_per_instance"] > ok[("invariant", 4)]["gflops_own_per_instance"]
+    assert set(ok) == {(v, b) for v in variants for b in (1, 8)}
+    assert ok[("invariant", 1)]["eff_over_own"] == 1.0
+    assert ok[("packed", 1)]["eff_over_own"] == pytest.approx(1.0, abs=0.005)  # + MAG on the CLS rows
+    assert 1.0 < ok[("packed", 8)]["eff_over_own"] < ok[("invariant", 8)]["eff_over_own"]
+    assert ok[("dense", 8)]["gflops_own_per_instance"] > ok[("invariant", 8)]["gflops_own_per_instance"]
