@@ -4,10 +4,12 @@ Every run puts dense, reference (max-keep), padded invariant and packed side by 
 the shipped model, the static fixed-capacity graph) on the same images, interleaved call by call:
 1. the shipped model (batch 1, 8, 32; torch and onnxruntime);
 2. the ViT-B/16 geometry at a 50% image-GFLOPs target and
-3. the ViT-L/14-336 geometry (the paper's CLIP) at the same target (onnxruntime; batch 1 and 8):
-   OpenAI CLIP shapes with seeded random weights (no pretrained weights can be downloaded here),
+3. the ViT-L/14-336 geometry (the paper's CLIP) at the same target (onnxruntime; batch 1 and 8),
+4. BLIP retrieval's image encoder (ViT-B/16 at 384 px) at the same target (onnxruntime; 1 and 8):
+   OpenAI CLIP / Salesforce BLIP shapes with seeded random weights (no pretrained weights can be downloaded here),
    the temperature searched with the training controller until the per-instance image GFLOPs are
-   within 2% of half the dense count. Timing depends on the keep counts, not on what the weights learned.
+   within 2% of half the dense count. Timing depends on the keep counts, not on what the weights learned;
+5. the whole BLIP NLVR2 graph (two images and a statement) of the tiny geometry at temperature 5.
 Run `python bench/run_bench.py --only NAME` for one of them, `--docs-only` to rewrite the docs.
 """
 
@@ -27,11 +29,10 @@ CACHE = ROOT / "export" / ".bench"
 
 
 def geometry_checkpoint(spec: str, reduce: float = 0.5) -> Path:
-    """A checkpoint of `spec` (seeded random weights) whose temperature removes `reduce` of the
-    dense image GFLOPs on the bench's images, found with the training controller."""
+    """A checkpoint of `spec` (seeded random weights; CLIP or BLIP retrieval) whose temperature removes
+    `reduce` of the dense image GFLOPs on the bench's images, found with the training controller."""
     import madtp_deploy
-    from madtp_deploy import flops
-    from madtp_deploy.benchmark.runner import bench_images
+    from madtp_deploy.benchmark.runner import bench_images, image_gflops
     from madtp_deploy.train import control
 
     path = CACHE / f"{spec}-p{reduce}.pt"
@@ -39,13 +40,13 @@ def geometry_checkpoint(spec: str, reduce: float = 0.5) -> Path:
         return path.relative_to(ROOT)  # records name it relative to the repository
     m = madtp_deploy.load(spec, mode="invariant")
     px = bench_images(m, None, 8)
-    dense = float(flops.dense_flops(m.spec)[0].gflops)
+    dense = float(image_gflops(m.spec, torch.full((1, m.spec.vision_layers), m.spec.vision_tokens), False)[0])
 
     def at(t: float) -> float:
         m.temperature = t
         with torch.inference_mode():
             kept = torch.cat([m.encode_image(px[i:i + 1]).kept for i in range(len(px))])
-        cur = float(flops.image_flops(m.spec, kept, True).gflops.mean())
+        cur = float(image_gflops(m.spec, kept, True).mean())
         print(f"  {spec} T {t:.3f}: {cur:.2f} GFLOPs (target {dense * (1 - reduce):.2f}, dense {dense:.2f})", flush=True)
         return cur
 
@@ -69,6 +70,8 @@ def _command(cfg: dict) -> str:
     model = cfg["model"]  # export/.bench/*.pt: made by bench/run_bench.py:geometry_checkpoint
     args = ["madtp-deploy bench", f"--batch-sizes {','.join(map(str, cfg['batch_sizes']))}",
             f"--variants {','.join(cfg['variants'])}"]
+    if cfg.get("temperature") is not None:
+        args.append(f"--temperature {cfg['temperature']:g}")
     if cfg.get("backends"):
         args.append(f"--backend {','.join(cfg['backends'])}")
     args += [f"--warmup-s {cfg['warmup_s']:g}", f"--min-runs {cfg['min_runs']}", f"--pool {cfg['pool']}",
@@ -76,7 +79,7 @@ def _command(cfg: dict) -> str:
     return " ".join(args)
 
 
-RUNS = ("shipped", "vit-b16-p0.5", "vit-l14-336-p0.5")
+RUNS = ("shipped", "vit-b16-p0.5", "vit-l14-336-p0.5", "blip-retrieval-p0.5", "blip-nlvr-tiny")
 
 
 def main() -> None:
@@ -93,6 +96,12 @@ def main() -> None:
         elif name == "vit-l14-336-p0.5":
             args = ["--model", str(geometry_checkpoint("clip-vit-l14-336")), "--batch-sizes", "1,8",
                     "--variants", every, "--backend", "ort", "--warmup-s", "1", "--min-runs", "3", "--pool", "16"]
+        elif name == "blip-retrieval-p0.5":  # BLIP's ViT-B/16 at 384 px (577 tokens): the image encoder
+            args = ["--model", str(geometry_checkpoint("blip-retrieval")), "--batch-sizes", "1,8",
+                    "--variants", every, "--backend", "ort", "--warmup-s", "1", "--min-runs", "3", "--pool", "16"]
+        elif name == "blip-nlvr-tiny":  # the whole NLVR2 graph (two images + statement), tiny geometry
+            args = ["--model", "blip-nlvr-tiny", "--temperature", "5", "--batch-sizes", "1,8,32", "--variants", every,
+                    "--backend", "torch,ort"]
         else:
             raise SystemExit(f"--only {name}: unknown; one of {', '.join(RUNS)}")
         run(name, args)

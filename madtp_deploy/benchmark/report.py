@@ -23,11 +23,17 @@ def _rows(report: dict):
             continue
         yield [r["backend"], r["variant"], str(r["batch"]), f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}",
                f"{r['throughput_per_s']:.1f}", f"{r['gflops_own_per_instance']:.4f}",
-               f"{r['gflops_effective_per_instance']:.4f}", f"{r['eff_over_own']:.2f}", f"{r['over_floor']:.1f}x"]
+               f"{r['gflops_effective_per_instance']:.4f}", f"{r['eff_over_own']:.2f}",
+               f"{r['over_floor']:.1f}x" if r["floor_ms"] else "-"]  # no floor measured (NLVR2)
 
 
 HEADER = ["backend", "variant", "batch", "median ms", "p90 ms", "img/s", "GFLOPs/inst (own tokens)",
           "eff. GFLOPs/inst", "eff / own", "x floor"]
+
+
+def _header(report: dict) -> list[str]:
+    """An NLVR2 instance is an image pair and its statement."""
+    return [("pairs/s" if h == "img/s" else h) for h in HEADER] if report.get("encoder") == "nlvr" else HEADER
 CMP_HEADER = ["backend", "batch", "variant", "speedup vs dense", "own-tokens GFLOPs ratio", "eff. GFLOPs ratio",
               "eff / own", "speedup / own ratio", "speedup / eff. ratio", "vs padded invariant"]
 
@@ -42,14 +48,15 @@ def _cmp_rows(report: dict):
 
 def _title(report: dict) -> str:
     m = report["model"]
-    return f"{m['source']} ({m['spec']['name']}) image encoder, T {m['temperature']:g}, variants {', '.join(m['variants'])}"
+    what = "NLVR2 graph (two images and a statement)" if report.get("encoder") == "nlvr" else "image encoder"
+    return f"{m['source']} ({m['spec']['name']}) {what}, T {m['temperature']:g}, variants {', '.join(m['variants'])}"
 
 
 def rich_table(report: dict):
     from rich.table import Table
 
     t = Table(title=_title(report))
-    for h in HEADER:
+    for h in _header(report):
         t.add_column(h, justify="right")
     for row in _rows(report):
         t.add_row(*row)
@@ -60,8 +67,9 @@ def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [_title(report) + ".",
              f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, onnxruntime {m['onnxruntime']}; "
-             f"GEMM rate " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in report["gemm_gflops"].items()) + ".", "",
-             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+             "GEMM rate " + (", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in report["gemm_gflops"].items())
+                             or "not measured") + ".", "",
+             "| " + " | ".join(_header(report)) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in _rows(report)]
     lines += ["", "| " + " | ".join(CMP_HEADER) + " |", "|" + "---|" * len(CMP_HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in _cmp_rows(report)]
