@@ -87,10 +87,10 @@ def fp32_exports(model: str, encoders, temperature=None) -> dict:
 
     import madtp_deploy
 
-    from madtp_deploy.quant.run import _export_cached
+    from madtp_deploy.onnx.export import cached_export
 
     m = madtp_deploy.load(model, mode="invariant", temperature=temperature)
-    paths = _export_cached(m, OUT / ".work", tuple(encoders), model, log)
+    paths = cached_export(m, OUT / ".work", m.spec.name, tuple(encoders), source=model, log=log)
     fixed = OUT / ".work" / "fp32"
     fixed.mkdir(parents=True, exist_ok=True)
     out = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import time
@@ -17,6 +16,7 @@ from ..capacity import DEFAULT_QUANTILE
 from ..errors import RuntimeBackendError, UsageError
 from ..files import read_json, temp_dir
 from ..models.clip import MadtpCLIP
+from ..onnx.export import cached_export
 from ..onnx.io import encoder_io
 from ..runtime.sessions import available_backends
 from ..specs import BlipSpec
@@ -79,29 +79,6 @@ def bench_images(model: MadtpCLIP, data: str | None, n: int) -> torch.Tensor:
             return split.pixels(model.spec.image_size, range(min(n, len(split.images))))
     split = dataset.load(Path(data), "test")
     return split.pixels(model.spec.image_size, range(min(n, len(split.images))))
-
-
-def _cached_export(model: MadtpCLIP, cache: Path, label: str, weights_hash: str) -> Path:
-    """The image encoder's ONNX for this model and mode, reused from `cache` when an artifact's
-    sidecar records the same weights, temperature, mode, capacities and graph code; else exported."""
-    from ..onnx.export import export_model, graph_code_sha256
-
-    want = {"weights_sha256": weights_hash, "temperature": model.temperature, "mode": model.mode,
-            "capacity": list(model.capacity["image"]) if getattr(model, "capacity", None) else None,
-            "graph_code_sha256": graph_code_sha256(model)}
-    key = hashlib.sha256(repr(sorted(want.items())).encode()).hexdigest()[:16]
-    path = cache / f"{label}-{key}.image.onnx"
-    # any artifact in the cache whose sidecar records the same (another variant's, or one that
-    # `madtp-deploy export` wrote there) is the same graph
-    for found in [path] + sorted(cache.glob("*.image.onnx")):
-        side = found.with_suffix(".json")
-        if found.exists() and side.exists():
-            m = read_json(side, RuntimeBackendError, "sidecar missing", "delete the bench cache (make clean)")["model"]
-            if all(m.get(k) == v for k, v in want.items()):
-                return found
-    export_model(model, cache, f"{label}-{key}", source="bench", validate=False, log=lambda *_: None,
-                 encoders=("image",), weights_hash=weights_hash)
-    return path
 
 
 def _torch_runner(model: MadtpCLIP, compiled: bool):
@@ -283,7 +260,8 @@ def run_bench(cfg: BenchConfig, log=print, progress=None) -> dict:
     if "ort" in wanted:
         cache.mkdir(parents=True, exist_ok=True)
         for v, m in models.items():
-            onnx_paths[v] = given.get(v) or _cached_export(m, cache, v, weights_hash)
+            onnx_paths[v] = given.get(v) or cached_export(m, cache, v, source="bench",
+                                                          weights_hash=weights_hash)["image"]
             graphs[v] = _graph_nodes(onnx_paths[v])
         layers = spec.vision_layers
         for v in graphs:

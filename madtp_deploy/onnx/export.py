@@ -160,3 +160,37 @@ def export_model(model: MadtpCLIP, out_dir: Path, name: str, *, source: str, ops
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return written
+
+
+def cached_export(model, cache: Path, label: str, encoders=("image",), *, source: str = "cache",
+                  weights_hash: str | None = None, log=lambda *_: None) -> dict[str, Path]:
+    """{encoder: ONNX path} for `model` as it is (weights, temperature, mode, capacities), reused
+    from `cache` when an artifact's sidecar there records the same and the same graph code (another
+    label's, or one `madtp-deploy export` wrote into that folder); the others are exported (fp32, not
+    validated) under `<label>-<key>`. The bench and the calibration share it."""
+    from ..files import read_json
+
+    wh = weights_hash or weights_sha256(model)
+    common = {"weights_sha256": wh, "temperature": model.temperature, "mode": model.mode,
+              "graph_code_sha256": graph_code_sha256(model)}
+    caps = getattr(model, "capacity", None) or {}
+    want = {e: dict(common, capacity=list(caps[e]) if e in caps else None) for e in encoders}
+    key = hashlib.sha256(repr((sorted(common.items()), sorted(caps.items()))).encode()).hexdigest()[:16]
+    name = f"{label}-{key}"
+    found = {}
+    for e in encoders:
+        for path in [cache / f"{name}.{e}.onnx"] + sorted(cache.glob(f"*.{e}.onnx")):
+            side = path.with_suffix(".json")
+            if path.is_file() and side.is_file():
+                m = read_json(side, ExportError, "sidecar missing", f"delete the cache folder {cache}")["model"]
+                if all(m.get(k) == v for k, v in want[e].items()):
+                    found[e] = path
+                    break
+    missing = tuple(e for e in encoders if e not in found)
+    if missing:
+        log(f"exporting the {', '.join(missing)} encoder(s) of {source} (fp32, cached under {cache})")
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        export_model(model, cache, name, source=source, validate=False, log=lambda *_: None, encoders=missing,
+                     weights_hash=wh)
+        found.update({e: cache / f"{name}.{e}.onnx" for e in missing})
+    return found

@@ -7,12 +7,12 @@ written, each under a temp name and renamed.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CalibrationError
 from ..files import check_output_dir
+from ..onnx.export import cached_export
 from ..onnx.io import encoder_io
 from . import calibset
 from .quantize import QuantConfig, quantize_file
@@ -40,22 +40,6 @@ def parse_encoders(text: str) -> tuple[str, ...]:
         raise CalibrationError(f"--encoders {text!r}: unknown {', '.join(bad) or '(none)'}; fix: image, text "
                                f"or image,text")
     return names
-
-
-def _export_cached(model, work: Path, encoders, source: str, log) -> dict[str, Path]:
-    """The fp32 encoders of `model` under work/, keyed on weights, settings and the export code."""
-    from ..onnx.export import export_model, graph_code_sha256, weights_sha256
-
-    wh = weights_sha256(model)
-    key = hashlib.sha256(f"{wh}-{model.temperature}-{model.mode}-{graph_code_sha256()}".encode()).hexdigest()[:12]
-    name = f"{model.spec.name}-{key}"
-    paths = {e: work / f"{name}.{e}.onnx" for e in encoders}
-    missing = tuple(e for e, p in paths.items() if not p.is_file() or not p.with_suffix(".json").is_file())
-    if missing:
-        log(f"exporting {', '.join(missing)} encoder(s) of {source} (fp32, cached under {work})")
-        export_model(model, work, name, source=source, validate=False, log=lambda *_: None, encoders=missing,
-                     weights_hash=wh)
-    return paths
 
 
 def calibrate(*, model: str = "shipped", onnx: Path | None = None, encoders=("image", "text"),
@@ -120,7 +104,7 @@ def calibrate(*, model: str = "shipped", onnx: Path | None = None, encoders=("im
 
     # 3. the fp32 graphs
     if any(j.onnx is None for j in jobs):
-        paths = _export_cached(m, work, tuple(j.encoder for j in jobs), source, log)
+        paths = cached_export(m, work, m.spec.name, tuple(j.encoder for j in jobs), source=source, log=log)
         for j in jobs:
             j.onnx = paths[j.encoder]
             calibset.check_graph_inputs(j.onnx, calibset.read_sidecar(j.onnx))

@@ -10,7 +10,7 @@ import torch
 
 import madtp_deploy
 from madtp_deploy.onnx import io as onnx_io
-from madtp_deploy.onnx.export import export_model
+from madtp_deploy.onnx.export import cached_export, export_model
 from madtp_deploy.runtime import open_session
 
 from ..conftest import TINY
@@ -100,3 +100,19 @@ def test_tolerance_miss_is_a_loud_warning_that_keeps_the_artifact(exported):
     assert not r["passed"] and r["atol_that_would_pass"] > 1e-12
     assert "WARNING" in lines[-1] and "would have passed" in lines[-1]
     assert (out / "tiny.image.onnx").exists()
+
+
+def test_cached_export_reuses_only_the_same_graph(tmp_path):
+    """The bench's and the calibration's export cache: a graph whose sidecar records the same
+    weights, temperature and mode is reused under any label; a changed temperature (or mode) is a
+    new export (bug caught: a cache keyed on the label alone serves a stale graph)."""
+    m = madtp_deploy.load(TINY, mode="packed", temperature=3.0)
+    first = cached_export(m, tmp_path, "a", ("image",))["image"]
+    stamp = first.stat().st_mtime_ns
+    assert cached_export(m, tmp_path, "b", ("image",))["image"] == first and first.stat().st_mtime_ns == stamp
+    m.temperature = 4.0
+    hotter = cached_export(m, tmp_path, "a", ("image",))["image"]
+    m.mode = "invariant"
+    padded = cached_export(m, tmp_path, "a", ("image",))["image"]
+    assert len({first, hotter, padded}) == 3 and all(p.is_file() for p in (hotter, padded))
+    assert json.loads(hotter.with_suffix(".json").read_text())["model"]["temperature"] == 4.0
