@@ -146,8 +146,8 @@ def export(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
     with output_dir(output, "--output"):
         clean_stale_staging(output, ".export-")  # what a killed export left, before this run can fail
         m = load(model, mode=mode.value, temperature=temperature)
-        blip = hasattr(m, "nlvr")  # BLIP retrieval exports its two encoders like CLIP (onnx/io.py)
-        if (blip or hasattr(m, "match")) and (fmt != "onnx" or shapes != "dynamic"):
+        # BLIP exports like CLIP (onnx/io.py): retrieval's two encoders, NLVR2's one graph
+        if (hasattr(m, "nlvr") or hasattr(m, "match")) and (fmt != "onnx" or shapes != "dynamic"):
             raise UsageError(f"--model {model}: BLIP models export to ONNX with dynamic shapes only; fix: "
                              f"drop --format/--shapes, or pass a CLIP model")
         profiles = None
@@ -156,12 +156,7 @@ def export(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
 
             profiles = make_static(m, _source(model), name or m.spec.name, capacity_quantile, calibration_data,
                                    calibration_samples, calibration_dir, log=console.print)
-        if blip:  # one NLVR2 graph: two images and a statement -> logits and keep counts
-            from .onnx.blip_io import export_nlvr_artifact
-
-            paths = export_nlvr_artifact(m, output, name or m.spec.name, source=_source(model), opset=opset,
-                                         max_batch=max_batch, validate=not no_validate, log=console.print)
-        elif fmt == "aoti":
+        if fmt == "aoti":
             from .aoti import export_aoti
 
             paths = export_aoti(m, output, name or m.spec.name, source=_source(model), max_batch=max_batch,

@@ -42,15 +42,18 @@ def test_missing_key_names_file_and_key(tmp_path):
 
 
 def test_export_blip_nlvr_writes_graph_and_sidecar(tmp_path):
-    """Bugs caught: BLIP NLVR2 models refused by `export`, or a graph written without its sidecar;
-    a static-shape request for BLIP accepted (it has no capacities) instead of a one-line error."""
+    """Bugs caught: BLIP NLVR2 models refused by `export` or `validate`, a graph written without its
+    sidecar, a packed graph (the default) that differs from eager; a static-shape request for BLIP
+    accepted (it has no capacities) instead of a one-line error."""
     import json
 
-    r = run("export", "--model", "blip-nlvr-tiny", "--temperature", "2", "--output", str(tmp_path / "x"),
-            "--no-validate")
+    r = run("export", "--model", "blip-nlvr-tiny", "--temperature", "5", "--output", str(tmp_path / "x"))
     assert r.returncode == 0, r.stderr
     side = json.loads((tmp_path / "x" / "blip-nlvr-tiny.nlvr.json").read_text())
-    assert side["encoder"] == "nlvr" and (tmp_path / "x" / "blip-nlvr-tiny.nlvr.onnx").stat().st_size > 0
+    assert side["encoder"] == "nlvr" and side["model"]["mode"] == "packed" and side["validation"]["passed"]
+    assert len({tuple(k) for k in side["validation"]["varied_inputs_kept"]}) > 1
+    r = run("validate", str(tmp_path / "x" / "blip-nlvr-tiny.nlvr.onnx"))
+    assert r.returncode == 0, r.stderr
     r = run("export", "--model", "blip-nlvr-tiny", "--shapes", "static", "--output", str(tmp_path / "y"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "fix:" in r.stderr
     assert not (tmp_path / "y").exists()

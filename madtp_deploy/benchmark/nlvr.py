@@ -1,14 +1,13 @@
 """`madtp-deploy bench` for a BLIP NLVR2 model: dense vs reference (max-keep) vs padded invariant vs
 packed, on the whole NLVR2 graph (two images and a statement -> logits), eager and onnxruntime, interleaved.
 
-Inputs come from the NLVR2 IO contract's generator (images of varied contrast, statements of
+Inputs come from the NLVR2 IO contract's generator (onnx/io.py: structured image pairs, statements of
 varied length: they prune differently); timing depends on the keep counts. GFLOPs per instance
 (one image pair and its statement) from `flops_blip.nlvr_flops`, 2 FLOPs per multiply-add.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 
 from .. import flops_blip
-from ..errors import RuntimeBackendError, UsageError
+from ..errors import UsageError
 from . import timing
 
 NLVR_VARIANTS = ("dense", "reference", "invariant", "packed")
@@ -44,13 +43,15 @@ def _gflops(spec, outs: list[tuple], inputs: list[dict], pruning: bool, layout: 
 
 
 def run_nlvr_bench(cfg, models: dict, source: str, wanted: list[str], weights_hash: str, log=print) -> dict:
-    from ..onnx.blip_io import NlvrWrapper, export_nlvr, nlvr_io
+    from ..onnx.export import cached_export
+    from ..onnx.io import encoder_io
+    from ..runtime import open_session
     from .runner import machine_info
 
     spec = models["dense"].spec
-    io = nlvr_io(models["dense"])
-    runners, results = {}, []
-    names = [t.name for t in io.inputs]
+    io = encoder_io(spec, "nlvr")
+    results = []
+    names = io.input_names
     cache = Path(cfg.cache)
     for backend in wanted:
         if backend not in ("torch", "ort"):
@@ -59,29 +60,21 @@ def run_nlvr_bench(cfg, models: dict, source: str, wanted: list[str], weights_ha
         runners = {}
         for v, m in models.items():
             if backend == "torch":
-                w = NlvrWrapper(m).eval()
+                w = io.wrapper(m).eval()
 
                 def run(x, w=w):
                     with torch.inference_mode():
                         return tuple(t.numpy() for t in w(*(torch.from_numpy(x[k]) for k in names)))
             else:
-                import onnxruntime as ort
-
-                key = hashlib.sha256(f"{weights_hash}-{m.mode}-{m.temperature}".encode()).hexdigest()[:16]
-                path = cache / f"nlvr-{v}-{key}.onnx"
-                if not path.exists():
-                    cache.mkdir(parents=True, exist_ok=True)
-                    export_nlvr(m, path)
-                opts = ort.SessionOptions()
-                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                opts.log_severity_level = 3
-                s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+                path = cached_export(m, cache, f"nlvr-{v}", ("nlvr",), source="bench", weights_hash=weights_hash)
+                s = open_session(path["nlvr"], backend="ort", spinning=False)
 
                 def run(x, s=s):
-                    return tuple(s.run(list(OUTPUTS), x))
+                    out = s.run(x)
+                    return tuple(out[n] for n in OUTPUTS)
             runners[v] = run
         for b in cfg.batch_sizes:
-            batches = [{k: t.numpy() for k, t in io.example(b, seed=i, enc_id=spec.enc_id, vocab=spec.vocab_size).items()}
+            batches = [{k: t.numpy() for k, t in io.example(spec, b, seed=i).items()}
                        for i in range(max(1, min(4, cfg.pool // b)))]
             timed = timing.time_interleaved(runners, batches, cfg.warmup_s, cfg.min_runs, cfg.min_time_s)
             calls = [batches[i % len(batches)] for i in range(len(next(iter(timed.values()))[1]))]

@@ -104,9 +104,10 @@ def _export_one(model: MadtpCLIP, io: onnx_io.EncoderIO, path: Path, opset: int,
 
 def export_model(model: MadtpCLIP, out_dir: Path, name: str, *, source: str, opset: int = 20,
                  max_batch: int = 64, validate: bool = True, batch_sizes=(1, 8, 32), log=print,
-                 encoders=("image", "text"), weights_hash: str | None = None, fold: bool = True,
+                 encoders=None, weights_hash: str | None = None, fold: bool = True,
                  capacity_profiles: dict | None = None) -> list[Path]:
-    """Write <name>.<encoder>.onnx with a JSON sidecar for each encoder. Nothing half-written.
+    """Write <name>.<encoder>.onnx with a JSON sidecar for each encoder (default: every graph of the
+    model: image and text, or BLIP NLVR2's one "nlvr" graph). Nothing half-written.
 
     With capacities on the model (`capacity.apply`) the graphs have static shapes (an `overflow`
     output; text at the context length). `fold` constant-folds each graph (axes and shapes become
@@ -128,10 +129,10 @@ def export_model(model: MadtpCLIP, out_dir: Path, name: str, *, source: str, ops
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     written = []
     try:
-        for encoder in encoders:
+        for encoder in encoders or onnx_io.encoders_of(model.spec):
             io = onnx_io.encoder_io(model, encoder)
             path = staging / f"{name}.{encoder}.onnx"
-            log(f"exporting {encoder} encoder -> {out_dir / path.name}")
+            log(f"exporting the {encoder} graph -> {out_dir / path.name}")
             try:
                 with torch.no_grad():
                     _export_one(model, io, path, opset, max_batch)

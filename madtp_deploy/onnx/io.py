@@ -5,8 +5,10 @@ the wrapper module that export traces, the inputs with their dynamic axes and an
 generator (inputs that prune differently), the outputs, the eager call that validation and the
 torch runtime compare against, the default tolerances, and the TensorRT optimization profile.
 Export, validation, the runtimes, the bench and the TensorRT builder all go through it; nothing
-else switches on the encoder's name. CLIP's two encoders and BLIP retrieval's (ITC: vision_proj /
-text_proj embeddings; BERT captions) have contracts here; BLIP NLVR2's one graph is onnx/blip_io.py.
+else switches on the encoder's name. Contracts: CLIP's two encoders, BLIP retrieval's (ITC: vision_proj /
+text_proj embeddings; BERT captions), and BLIP NLVR2's one graph ("nlvr": two images and a statement
+-> logits and the keep counts of both towers). Outputs are named after the fields of what the model
+returns; float outputs are compared within a tolerance, integer and bool ones exactly.
 """
 
 from __future__ import annotations
@@ -42,22 +44,23 @@ class TensorSpec:
 
 
 class _Wrapper(nn.Module):
-    """positional graph inputs -> (embeds, kept[, overflow]): what the exported graph computes."""
+    """positional graph inputs -> the named outputs (fields of the model's result): what the
+    exported graph computes, e.g. (embeds, kept[, overflow]) or (logits, kept_image, kept_text)."""
 
-    def __init__(self, model, encode: Callable, static: bool):
+    def __init__(self, model, encode: Callable, names: list[str]):
         super().__init__()
         self.model = model
         self._encode = encode
-        self._static = static
+        self._names = names
 
     def forward(self, *inputs):
         e = self._encode(self.model, *inputs)
-        return (e.embeds, e.kept, e.overflow) if self._static else (e.embeds, e.kept)
+        return tuple(getattr(e, n) for n in self._names)
 
 
 @dataclass(frozen=True)
 class EncoderIO:
-    encoder: str                                  # "image" | "text"
+    encoder: str                                  # "image" | "text" | "nlvr"
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     encode: Callable = field(repr=False, compare=False)    # (model, *tensors) -> Encoded
@@ -77,8 +80,17 @@ class EncoderIO:
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
 
+    @property
+    def exact_names(self) -> list[str]:
+        """Outputs compared exactly (keep counts, overflow flags); the float ones within a tolerance."""
+        return [t.name for t in self.outputs if not t.dtype.startswith("float")]
+
+    @property
+    def float_names(self) -> list[str]:
+        return [t.name for t in self.outputs if t.dtype.startswith("float")]
+
     def wrapper(self, model) -> nn.Module:
-        return _Wrapper(model, self.encode, self.static)
+        return _Wrapper(model, self.encode, self.output_names)
 
     def example(self, spec: ClipSpec, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
         """n inputs whose keep counts differ (structured images, captions of varied length)."""
@@ -106,10 +118,7 @@ class EncoderIO:
         tensors = [torch.as_tensor(inputs[name]) for name in self.input_names]
         with torch.inference_mode():
             e = self.encode(model, *tensors)
-        out = {"embeds": e.embeds.numpy(), "kept": e.kept.numpy()}
-        if self.static:
-            out["overflow"] = e.overflow.numpy()
-        return out
+        return {n: getattr(e, n).numpy() for n in self.output_names}
 
     def feeds(self, inputs: dict) -> dict:
         """Only this graph's inputs (runtimes ignore extra keys, as onnxruntime's users expect)."""
@@ -297,7 +306,46 @@ def _blip_text(spec: BlipSpec) -> EncoderIO:
         max_sizes={"seq": spec.max_positions}, min_sizes={"seq": MIN_TEXT_LEN})
 
 
-_BLIP_CONTRACTS = {"image": _blip_image, "text": _blip_text}
+def sample_nlvr(spec: BlipSpec, n: int, seed: int = 0):
+    """NLVR2 instances that prune differently: two structured images (sample_images) and a BERT-style
+    statement of varied length whose first token is [ENC], as the reference sets it."""
+    px = sample_images(spec, 2 * n, seed)[0]
+    order = torch.randperm(2 * n, generator=torch.Generator().manual_seed(seed))  # pair unlike images
+    px = px[order]
+    ids, mask = sample_bert_text(spec, n, seed)
+    ids[:, 0] = spec.enc_id
+    return px[:n], px[n:], ids, mask
+
+
+def _check_nlvr(spec: BlipSpec, images0, images1, ids, mask) -> None:
+    from ..models.inputs import check_blip_text, check_pixels
+
+    check_pixels(spec, images0, "images0")
+    check_pixels(spec, images1, "images1")
+    check_blip_text(spec, ids, mask)
+
+
+def _blip_nlvr(spec: BlipSpec) -> EncoderIO:
+    s = spec.image_size
+    return EncoderIO(
+        "nlvr",
+        (TensorSpec("images0", "float32", ("batch", 3, s, s)), TensorSpec("images1", "float32", ("batch", 3, s, s)),
+         TensorSpec("input_ids", "int64", ("batch", "seq")), TensorSpec("attention_mask", "int64", ("batch", "seq"))),
+        (TensorSpec("logits", "float32", ("batch", 2)),
+         TensorSpec("kept_image", "int64", ("batch", 2, spec.vision_layers)),
+         TensorSpec("kept_text", "int64", ("batch", spec.text_layers))),
+        encode=lambda m, images0, images1, ids, mask: m.nlvr(images0, images1, ids, mask),
+        examples=sample_nlvr, unit="pairs", checks=_check_nlvr,
+        # min 3: torch.export specialises a statement length of 2 or less (docs/NOTES.md)
+        max_sizes={"seq": spec.max_positions}, min_sizes={"seq": MIN_TEXT_LEN})
+
+
+_BLIP_CONTRACTS = {"image": _blip_image, "text": _blip_text, "nlvr": _blip_nlvr}
+
+
+def encoders_of(spec) -> tuple[str, ...]:
+    """The graphs a model exports: BLIP NLVR2's one, or the image and text encoders."""
+    return ("nlvr",) if isinstance(spec, BlipSpec) and spec.task == "nlvr" else ENCODERS
 
 
 def spec_from_dict(d: dict):
@@ -307,17 +355,18 @@ def spec_from_dict(d: dict):
 
 def encoder_io(spec_or_model, encoder: str, static: bool | None = None) -> EncoderIO:
     """The IO contract of `encoder` for a spec (or a model, whose spec is used): CLIP's two encoders,
-    or BLIP retrieval's. `static` (default: whether the model has capacities) gives the
+    BLIP retrieval's, or BLIP NLVR2's graph. `static` (default: whether the model has capacities) gives the
     fixed-capacity graph's contract (CLIP only)."""
     spec = getattr(spec_or_model, "spec", spec_or_model)
     if static is None:
         static = encoder in (getattr(spec_or_model, "capacity", None) or {})
     blip = isinstance(spec, BlipSpec)
-    if blip and spec.task != "retrieval":
-        raise UsageError(f"{spec.name}: a BLIP NLVR2 model has one graph (two images and a statement), not "
-                         f"image/text encoders; fix: export it with `madtp-deploy export` (onnx/blip_io.py)")
+    if encoder not in encoders_of(spec):
+        raise UsageError(f"encoder {encoder!r}: {spec.name} has {', '.join(encoders_of(spec))}; fix: use "
+                         f"{' or '.join(encoders_of(spec))} (a BLIP NLVR2 model is one graph: two images and a "
+                         f"statement)")
     if blip and static:
-        raise UsageError(f"{spec.name}: --shapes static (fixed capacities) is not built for BLIP retrieval; "
+        raise UsageError(f"{spec.name}: --shapes static (fixed capacities) is not built for BLIP; "
                          f"fix: export with --shapes dynamic (the default)")
     try:
         make = (_BLIP_CONTRACTS if blip else _CONTRACTS)[encoder]
@@ -330,4 +379,4 @@ def input_names(encoder: str) -> list[str]:
     """The graph input names of `encoder` (they do not depend on the geometry)."""
     from ..specs import get_spec
 
-    return encoder_io(get_spec("clip-tiny-test"), encoder).input_names
+    return encoder_io(get_spec("blip-nlvr-tiny" if encoder == "nlvr" else "clip-tiny-test"), encoder).input_names
