@@ -58,13 +58,13 @@ class _App(typer.Typer):
 
 
 app = _App(cls=_Group, add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
-           help="Export, validate and benchmark MADTP token-pruned CLIP models.")
+           help="Export, validate and benchmark MADTP token-pruned CLIP and BLIP models.")
 
 
 
 @app.callback()
 def _root() -> None:
-    """Export, validate and benchmark MADTP token-pruned CLIP models."""
+    """Export, validate and benchmark MADTP token-pruned CLIP and BLIP models."""
 
 
 MODEL_HELP = "spec name, checkpoint file, HF CLIP directory, or 'shipped'"
@@ -119,7 +119,8 @@ def export(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
                                                 help="static: where the capacity profiles are written"),
            fmt: str = typer.Option("onnx", "--format", help="onnx, or aoti (AOTInductor .pt2 packages for "
                                    "engines/cpp and the aoti runtime, compiled for this CPU)")) -> None:
-    """Export the image and text encoders to ONNX with pruning inside the graph, then validate."""
+    """Export the image and text encoders (BLIP NLVR2: its one graph) to ONNX with pruning inside the
+    graph, then validate."""
     from . import load
     from .errors import UsageError
     from .files import clean_stale_staging, output_dir
@@ -256,9 +257,8 @@ def train(data: Path = typer.Option(..., "--data", help="dataset folder (*_train
           max_steps: int = typer.Option(0, "--max-steps"), seed: int = typer.Option(0, "--seed"),
           resume: bool = typer.Option(False, "--resume"),
           tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="HF tokenizer dir or BPE .txt.gz")) -> None:
-    """Dense CLIP training, or MADTP compression to a GFLOPs target (--reduce P)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
+    """Dense training, or MADTP compression to a GFLOPs target (--reduce P): CLIP; BLIP retrieval
+    (--init blip-retrieval-tiny or a BLIP checkpoint); BLIP NLVR2 (an NLVR2 data folder)."""
     from .data.nlvr import is_nlvr_dir
     if is_nlvr_dir(data):  # NLVR2 annotations: BLIP NLVR2 training (train/blip_trainer.py)
         return _train_nlvr(data, output, "blip-nlvr-tiny" if init == "madtp-clip-tiny" else init, reduce, epochs,
@@ -268,17 +268,13 @@ def train(data: Path = typer.Option(..., "--data", help="dataset folder (*_train
         return _train_blip_retrieval(data, output, init, reduce, epochs, batch_size, lr, weight_decay, mode,
                                      control_every, max_steps, seed, resume, tokenizer)
 
-    from .files import output_dir
     from .train.trainer import TrainConfig, train as run
 
     cfg = TrainConfig(data=str(data), output=str(output), init=init, reduce=reduce, epochs=epochs,
                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, mode=mode.value,
                       control_every=control_every, max_steps=max_steps, seed=seed, resume=resume,
                       tokenizer=str(tokenizer) if tokenizer else None).validate()
-    with output_dir(output, "--output"), \
-            Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console,
-                     disable=not console.is_terminal) as progress:
-        r = run(cfg, log=console.print, progress=progress)
+    r = _run_training(run, cfg, output)
     console.print(f"done: GFLOPs/pair {r['gflops_current']:.4f} (target {r['gflops_target']:.4f}, "
                   f"dense {r['gflops_dense']:.4f}), temperature {r['temperature']:.3f}")
 
@@ -292,7 +288,8 @@ def eval_(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
           tokenizer: Optional[Path] = typer.Option(None, "--tokenizer"),
           k: int = typer.Option(16, "--k", help="BLIP retrieval: candidates per query re-ranked by ITM"),
           json_out: Optional[Path] = typer.Option(None, "--json")) -> None:
-    """Retrieval recall@1/5/10 both ways, per-instance GFLOPs and kept tokens per layer."""
+    """Retrieval recall@1/5/10 both ways (BLIP: by ITC and after ITM re-ranking) or NLVR2 accuracy,
+    per-instance GFLOPs and kept tokens per layer."""
     import json
 
     from . import load
@@ -447,21 +444,27 @@ def calibrate(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
                       f"{len(q['excluded_nodes'])} excluded) and {r['sidecar'].name}; set {r['calib_set']}")
 
 
-def _train_nlvr(data, output, init, reduce, epochs, batch_size, lr, weight_decay, mode, control_every, max_steps,
-                seed, tokenizer) -> None:
+def _run_training(run, cfg, output: Path) -> dict:
+    """A training run with a progress bar; a run that fails before writing leaves no output folder."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .files import output_dir
+
+    with output_dir(output, "--output"), \
+            Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console,
+                     disable=not console.is_terminal) as progress:
+        return run(cfg, log=console.print, progress=progress)
+
+
+def _train_nlvr(data, output, init, reduce, epochs, batch_size, lr, weight_decay, mode, control_every, max_steps,
+                seed, tokenizer) -> None:
     from .train.blip_trainer import BlipTrainConfig, train as run
 
     cfg = BlipTrainConfig(data=str(data), output=str(output), init=init, reduce=reduce, epochs=epochs,
                           batch_size=batch_size, lr=lr, weight_decay=weight_decay, mode=Mode(mode).value,
                           control_every=control_every, max_steps=max_steps, seed=seed,
                           tokenizer=str(tokenizer) if tokenizer else None)
-    with output_dir(output, "--output"), \
-            Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console,
-                     disable=not console.is_terminal) as progress:
-        r = run(cfg, log=console.print, progress=progress)
+    r = _run_training(run, cfg, output)
     console.print(f"done: val accuracy {r['val_accuracy']:.1f}, GFLOPs/instance {r['gflops_current']:.5f} "
                   f"(target {r['gflops_target']:.5f}, dense {r['gflops_dense']:.5f}), temperature {r['temperature']:.3f}")
 
@@ -490,19 +493,13 @@ def _eval_nlvr(m, model, data, split, batch_size, tokenizer, json_out) -> None:
 
 def _train_blip_retrieval(data, output, init, reduce, epochs, batch_size, lr, weight_decay, mode, control_every,
                           max_steps, seed, resume, tokenizer) -> None:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from .files import output_dir
     from .train.blip_retrieval import BlipRetrievalConfig, train as run
 
     cfg = BlipRetrievalConfig(data=str(data), output=str(output), init=init, reduce=reduce, epochs=epochs,
                               batch_size=batch_size, lr=lr, weight_decay=weight_decay, mode=Mode(mode).value,
                               control_every=control_every, max_steps=max_steps, seed=seed, resume=resume,
                               tokenizer=str(tokenizer) if tokenizer else None).validate()
-    with output_dir(output, "--output"), \
-            Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console,
-                     disable=not console.is_terminal) as progress:
-        r = run(cfg, log=console.print, progress=progress)
+    r = _run_training(run, cfg, output)
     console.print(f"done: GFLOPs/pair (ITC) {r['gflops_current']:.5f} (target {r['gflops_target']:.5f}, "
                   f"dense {r['gflops_dense']:.5f}), temperature {r['temperature']:.3f}")
 
