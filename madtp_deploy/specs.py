@@ -95,6 +95,11 @@ def get_spec(name: str) -> ClipSpec:
                         f"fix: use one of {', '.join(sorted(_REGISTRY))} or a path") from None
 
 
+def spec_from_dict(d: dict):
+    """A spec recorded as a dict (sidecars, checkpoints): BLIP's carry a task, CLIP's do not."""
+    return BlipSpec.from_dict(d) if "task" in d else ClipSpec.from_dict(d)
+
+
 def spec_names() -> list[str]:
     return sorted(_REGISTRY)
 

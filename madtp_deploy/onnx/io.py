@@ -348,11 +348,6 @@ def encoders_of(spec) -> tuple[str, ...]:
     return ("nlvr",) if isinstance(spec, BlipSpec) and spec.task == "nlvr" else ENCODERS
 
 
-def spec_from_dict(d: dict):
-    """A sidecar's spec: BLIP's carry a task, CLIP's do not."""
-    return BlipSpec.from_dict(d) if "task" in d else ClipSpec.from_dict(d)
-
-
 def encoder_io(spec_or_model, encoder: str, static: bool | None = None) -> EncoderIO:
     """The IO contract of `encoder` for a spec (or a model, whose spec is used): CLIP's two encoders,
     BLIP retrieval's, or BLIP NLVR2's graph. `static` (default: whether the model has capacities) gives the

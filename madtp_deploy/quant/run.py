@@ -65,9 +65,9 @@ def calibrate(*, model: str = "shipped", onnx: Path | None = None, encoders=("im
         inputs = calibset.check_graph_inputs(onnx, side)
         if side.get("quantization"):
             raise CalibrationError(f"--onnx {onnx}: already quantized; fix: pass the fp32 export")
-        from ..specs import ClipSpec
+        from ..specs import spec_from_dict
 
-        spec = ClipSpec.from_dict(side["model"]["spec"])
+        spec = spec_from_dict(side["model"]["spec"])
         jobs = [Job(side["encoder"], onnx, inputs, onnx.stem)]
         source = side["model"]["source"]
     else:

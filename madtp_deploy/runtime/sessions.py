@@ -59,7 +59,8 @@ def _input_check(path: Path):
     is no such sidecar."""
     import json
 
-    from ..onnx.io import encoder_io, spec_from_dict
+    from ..onnx.io import encoder_io
+    from ..specs import spec_from_dict
 
     try:
         side = json.loads(path.with_suffix(".json").read_text())

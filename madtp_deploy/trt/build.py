@@ -51,11 +51,11 @@ def onnx_sidecar(onnx_path: Path) -> dict:
 def profile_shapes(onnx_path: Path, batch=(1, 8, 32), seq=None) -> dict[str, tuple]:
     """{input: (min_shape, opt_shape, max_shape)} for every input of the exported graph."""
     from ..onnx.io import encoder_io
-    from ..specs import ClipSpec
+    from ..specs import spec_from_dict
 
     side = onnx_sidecar(onnx_path)
     try:
-        spec, encoder = ClipSpec.from_dict(side["model"]["spec"]), side["encoder"]
+        spec, encoder = spec_from_dict(side["model"]["spec"]), side["encoder"]
         static = side.get("shapes") == "static"
     except (KeyError, TypeError) as exc:
         raise RuntimeBackendError(f"{Path(onnx_path).with_suffix('.json')}: field {exc} missing; fix: re-export") from None

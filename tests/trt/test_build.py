@@ -120,3 +120,20 @@ def test_trt_session_copies_outputs_and_ignores_extra_inputs():
     assert a["embeds"][0, 0] == 4.0 and b["embeds"][0, 0] == 0.0
     with pytest.raises(RuntimeBackendError, match="pixels missing"):
         s.run({"input_ids": np.zeros(3)})
+
+
+def test_profile_of_a_blip_nlvr_graph(tmp_path):
+    """Bug caught: the builder reading every sidecar's spec as CLIP's (a BLIP spec has a task and no
+    context length), so BLIP graphs got no profile."""
+    names = ["images0", "images1", "input_ids", "attention_mask"]
+    ins = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 3, 32, 32]) for n in names[:2]] + \
+          [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in names[2:]]
+    out = helper.make_tensor_value_info("kept_text", TensorProto.INT64, None)
+    g = helper.make_graph([helper.make_node("Add", names[2:], ["kept_text"])], "g", ins, [out])
+    path = tmp_path / "tiny.nlvr.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)]), path)
+    path.with_suffix(".json").write_text(json.dumps({"encoder": "nlvr", "max_batch": 64, "shapes": "dynamic",
+                                                     "model": {"spec": get_spec("blip-nlvr-tiny").to_dict()}}))
+    shapes = build.profile_shapes(path, (1, 8, 32))
+    assert shapes["images1"] == ((1, 3, 32, 32), (8, 3, 32, 32), (32, 3, 32, 32))
+    assert shapes["input_ids"] == ((1, 3), (8, 32), (32, 32))  # statement length 3 ... max_positions
