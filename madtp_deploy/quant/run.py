@@ -42,6 +42,16 @@ def parse_encoders(text: str) -> tuple[str, ...]:
     return names
 
 
+def _check_clip(spec, where: str) -> None:
+    """Calibration (which nodes stay float, the keep-agreement targets) is built and measured for CLIP:
+    a BLIP graph would quantize, but nothing here says how its keep decisions hold up."""
+    from ..specs import BlipSpec
+
+    if isinstance(spec, BlipSpec):
+        raise CalibrationError(f"{where}: {spec.name} is a BLIP model; calibration is built and measured for CLIP "
+                               f"graphs only; fix: calibrate a CLIP model (BLIP graphs serve in fp32)")
+
+
 def calibrate(*, model: str = "shipped", onnx: Path | None = None, encoders=("image", "text"),
               mode: str = "invariant", temperature: float | None = None, data: Path | None = None,
               split: str = "val", calib_set: Path | None = None, samples: int = 128, seed: int = 0,
@@ -68,12 +78,14 @@ def calibrate(*, model: str = "shipped", onnx: Path | None = None, encoders=("im
         from ..specs import spec_from_dict
 
         spec = spec_from_dict(side["model"]["spec"])
+        _check_clip(spec, f"--onnx {onnx}")
         jobs = [Job(side["encoder"], onnx, inputs, onnx.stem)]
         source = side["model"]["source"]
     else:
         from .. import load
 
         m = load(model, mode=mode, temperature=temperature)
+        _check_clip(m.spec, f"--model {model}")
         if m.temperature <= 0:
             raise CalibrationError(f"--model {model}: temperature 0 (no pruning); fix: pass --temperature T "
                                    f"or a MADTP checkpoint")

@@ -173,3 +173,10 @@ def test_cli_error_is_one_stderr_line_exit_2(exported, tmp_path, capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("madtp-deploy: error:")
     assert not (tmp_path / "out").exists()
+
+
+def test_blip_models_are_refused_in_one_line(tmp_path):
+    """Bug caught: a BLIP graph quantized with CLIP's float-path rules and no measured keep agreement
+    (it ran, and its keep counts differed from fp32 on every batch)."""
+    msg = _invoke(["--model", "blip-retrieval-tiny", "--temperature", "3", "--samples", "4"], tmp_path / "out")
+    assert "BLIP model" in msg and "blip-retrieval-tiny" in msg
