@@ -33,6 +33,7 @@ from .. import pruning
 from ..errors import InputError
 from ..modes import LIBRARY_DEFAULT, Mode, parse_mode
 from ..specs import BlipSpec
+from .clip import Encoded  # the encoders' result, as CLIP's (overflow stays None: BLIP has no capacities)
 from .inputs import check_blip_text, check_pixels
 from .layout import Packed, Padded
 
@@ -47,14 +48,6 @@ class Tokens:
     kept: torch.Tensor             # [B, layers] int64: valid tokens after each layer
     tokens_in: torch.Tensor        # [B] int64: tokens entering the first layer
     align: torch.Tensor | None = None  # [B, M, D] MAG pooled features summed over layers
-
-
-@dataclass
-class Encoded:
-    embeds: torch.Tensor           # [B, E] projected, not normalised
-    kept: torch.Tensor             # [B, layers] int64
-    tokens_in: torch.Tensor        # [B] int64
-    align: torch.Tensor | None = None
 
 
 @dataclass

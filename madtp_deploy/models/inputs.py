@@ -53,36 +53,45 @@ def check_pixels(spec: ClipSpec, pixels, where: str = "pixels") -> None:
                          f"(madtp_deploy.data.retrieval.preprocess)")
 
 
-def check_text(spec: ClipSpec, input_ids, attention_mask=None, where: str = "input_ids") -> None:
-    """input_ids: int [B, L], 1 <= L <= context, ids < vocab; mask the same shape, 0/1, starting
-    with 1; an EOT token inside the mask of every row."""
+def _check_ids(spec, input_ids, attention_mask, where: str, n: int, length: str, tokenizer: str):
+    """Token ids int [B, L] with 1 <= L <= n, inside the vocabulary; the mask (if any) the same shape,
+    0/1, 1 at position 0. Returns the mask as bool (or None; None too while tracing)."""
     if not isinstance(input_ids, torch.Tensor):
         raise InputError(f"{where}: a {type(input_ids).__name__}, expected a torch.Tensor; fix: torch.as_tensor(ids)")
     if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
         raise InputError(f"{where}: dtype {input_ids.dtype}, expected an integer tensor of token ids; "
-                         f"fix: tokenize the text (madtp_deploy.data.tokenize) or .long() the ids")
-    n = spec.context_length
+                         f"fix: tokenize the text ({tokenizer}) or .long() the ids")
     if input_ids.dim() != 2 or input_ids.shape[0] < 1 or not 1 <= input_ids.shape[1] <= n:
         raise InputError(f"{where}: shape {tuple(input_ids.shape)}, expected [B, L] with 1 <= L <= {n} "
-                         f"(the context of {spec.name}); fix: tokenize with context_length={n}")
+                         f"(the {length} of {spec.name}); fix: tokenize to at most {n} tokens")
     if attention_mask is not None:
         if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
             shape = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask).__name__
             raise InputError(f"attention_mask: shape {shape}, expected {tuple(input_ids.shape)} like input_ids; "
                              f"fix: pass the mask the tokenizer returned")
     if _tracing():
-        return
+        return None
     lo, hi = (int(v) for v in torch.aminmax(input_ids))
     if lo < 0 or hi >= spec.vocab_size:
         bad = lo if lo < 0 else hi
         raise InputError(f"{where}: token id {bad} outside the vocabulary [0, {spec.vocab_size}) of {spec.name}; "
                          f"fix: use the model's own tokenizer")
-    mask = None
-    if attention_mask is not None:
-        mask = attention_mask.to(torch.bool)
-        if bool(((attention_mask != 0) & (attention_mask != 1)).any()) or not bool(mask[:, 0].all()):
-            raise InputError("attention_mask: values must be 0/1 with 1 at position 0 (the start token); "
-                             "fix: pass the mask the tokenizer returned")
+    if attention_mask is None:
+        return None
+    mask = attention_mask.to(torch.bool)
+    if bool(((attention_mask != 0) & (attention_mask != 1)).any()) or not bool(mask[:, 0].all()):
+        raise InputError("attention_mask: values must be 0/1 with 1 at position 0 (the start token); "
+                         "fix: pass the mask the tokenizer returned")
+    return mask
+
+
+def check_text(spec: ClipSpec, input_ids, attention_mask=None, where: str = "input_ids") -> None:
+    """input_ids: int [B, L], 1 <= L <= context, ids < vocab; mask the same shape, 0/1, starting
+    with 1; an EOT token inside the mask of every row."""
+    mask = _check_ids(spec, input_ids, attention_mask, where, spec.context_length, "context",
+                      "madtp_deploy.data.tokenize")
+    if _tracing():
+        return
     if spec.eot_token_id is None:  # OpenAI's rule: the EOT is the largest id of the row
         return
     eot = input_ids == spec.eot_token_id
@@ -95,37 +104,14 @@ def check_text(spec: ClipSpec, input_ids, attention_mask=None, where: str = "inp
                          f"fix: tokenize with the model's tokenizer, which appends it")
 
 
-# -- plain numbers (CLI options, config fields, loader arguments) ----------------------------------
-
 def check_blip_text(spec: BlipSpec, input_ids, attention_mask=None, where: str = "input_ids") -> None:
     """input_ids: int [B, L], 1 <= L <= max_positions, ids in the vocabulary; the mask the same
-    shape, 0/1, with 1 at position 0 ([CLS]: every caption has a first valid token)."""
-    if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point() or input_ids.is_complex() \
-            or input_ids.dtype == torch.bool:
-        what = input_ids.dtype if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
-        raise InputError(f"{where}: {what}, expected an integer tensor of token ids; fix: tokenize with "
-                         f"BLIP's BERT tokenizer (madtp_deploy.data.bert_tokenizer) or .long() the ids")
-    n = spec.max_positions
-    if input_ids.dim() != 2 or input_ids.shape[0] < 1 or not 1 <= input_ids.shape[1] <= n:
-        raise InputError(f"{where}: shape {tuple(input_ids.shape)}, expected [B, L] with 1 <= L <= {n} "
-                         f"(the positions of {spec.name}); fix: tokenize with max_length <= {n}")
-    if attention_mask is not None and (not isinstance(attention_mask, torch.Tensor)
-                                       or attention_mask.shape != input_ids.shape):
-        shape = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else \
-            type(attention_mask).__name__
-        raise InputError(f"attention_mask: shape {shape}, expected {tuple(input_ids.shape)} like input_ids; "
-                         f"fix: pass the mask the tokenizer returned")
-    if _tracing():
-        return
-    lo, hi = (int(v) for v in torch.aminmax(input_ids))
-    if lo < 0 or hi >= spec.vocab_size:
-        raise InputError(f"{where}: token id {lo if lo < 0 else hi} outside the vocabulary [0, {spec.vocab_size}) "
-                         f"of {spec.name}; fix: use the model's own tokenizer")
-    if attention_mask is not None and (bool(((attention_mask != 0) & (attention_mask != 1)).any())
-                                       or not bool((attention_mask[:, 0] == 1).all())):
-        raise InputError("attention_mask: values must be 0/1 with 1 at position 0 ([CLS]); "
-                         "fix: pass the mask the tokenizer returned")
+    shape, 0/1, with 1 at position 0 ([CLS] or [ENC]: every caption has a first valid token)."""
+    _check_ids(spec, input_ids, attention_mask, where, spec.max_positions, "positions",
+               "BLIP's BERT tokenizer, madtp_deploy.data.bert_tokenizer")
 
+
+# -- plain numbers (CLI options, config fields, loader arguments) ----------------------------------
 
 def check_number(value, name: str, *, lo=None, hi=None, lo_open: bool = False, integer: bool = False,
                  fix: str, error: type[MadtpError] = InputError):
