@@ -25,7 +25,7 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
-	$(PY) bench/run_bench.py
+	$(PY) scripts/run_bench.py
 
 # every generated artifact (git ignores them all); recipes, docs and committed manifests stay
 clean:
@@ -56,9 +56,9 @@ modelopt-env: $(MODELOPT_VENV)/.installed
 # INT8 / FP8 calibration study (shipped model + ViT-B/16 geometry; about 30 minutes on 2 shared cores)
 # -> the "Calibration" sections of docs/RESULTS.md and docs/BENCHMARKS.md, record docs/bench/calibration.json
 calibration-report: setup modelopt-env
-	$(PY) bench/calibration_report.py
+	$(PY) scripts/calibration_report.py
 
 # GPU-only checks (CUDA eager/compiled, AOTInductor CUDA, onnxruntime CUDA, TensorRT via polygraphy):
 # one JSON; every check that cannot run says why (all skip on a machine without a GPU)
 gpu-check: setup
-	$(PY) bench/gpu_check.py --output export/gpu_check.json
+	$(PY) scripts/gpu_check.py --output export/gpu_check.json

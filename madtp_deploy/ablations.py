@@ -2,7 +2,7 @@
 
 Each is a `score_fn` for MadtpCLIP: (attn, head_out, attn_map, valid, temperature) -> (tis, theta);
 theta None would mean MADTP's alignment-derived threshold. Each has one knob, searched so that the
-policy's mean GFLOPs equal MADTP's (see bench/study.py).
+policy's mean GFLOPs equal MADTP's (see scripts/study.py).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from .files import read_json, write_text_atomic
 
 SCHEMA = "madtp-deploy/capacity/1"
 # the cheapest quantile whose recall@1 stays within 0.5 point of the exact model on the shipped
-# model (bench/capacity_curve.py, docs/RESULTS.md); 0.99 overflows 4% of instances, not 76%
+# model (scripts/capacity_curve.py, docs/RESULTS.md); 0.99 overflows 4% of instances, not 76%
 DEFAULT_QUANTILE = 0.5
 
 

@@ -1,4 +1,4 @@
-"""bench/gpu_check.py (`make gpu-check`) on a machine without a GPU: every check skips, with a reason."""
+"""scripts/gpu_check.py (`make gpu-check`) on a machine without a GPU: every check skips, with a reason."""
 
 import importlib.util
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "gpu_check.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.py"
 
 
 def _script():

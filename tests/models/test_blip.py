@@ -1,7 +1,7 @@
 """BLIP with MADTP: Hugging Face BLIP equality at temperature 0, the twin fusion, pruning, batch modes.
 
 Parity with the reference code itself (double125/MADTP) needs the reference's own environment:
-bench/blip_reference_parity.py (docs/NOTES.md, BLIP).
+scripts/blip_reference_parity.py (docs/NOTES.md, BLIP).
 """
 
 from pathlib import Path

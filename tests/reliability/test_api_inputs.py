@@ -1,5 +1,5 @@
 """The public API's inputs: bad tensors and numbers give a one-line InputError (a ValueError too),
-never a silent wrong answer (their cost: bench/input_checks.py, docs/BENCHMARKS.md)."""
+never a silent wrong answer (their cost: scripts/input_checks.py, docs/BENCHMARKS.md)."""
 
 import re
 

@@ -11,7 +11,7 @@ the shipped model, the static fixed-capacity graph) on the same images, interlea
    within 2% of half the dense count. Timing depends on the keep counts, not on what the weights learned;
 5. the whole BLIP NLVR2 graph (two images and a statement) at the paper's geometry (seeded random
    weights, the temperature of run 4; onnxruntime, batch 1 and 8) and at the tiny one (T 5).
-Run `python bench/run_bench.py --only NAME` for one of them, `--docs-only` to rewrite the docs.
+Run `python scripts/run_bench.py --only NAME` for one of them, `--docs-only` to rewrite the docs.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def run(name: str, args: list[str]) -> dict:
 
 def _command(cfg: dict) -> str:
     """The recorded BenchConfig as the command line that reproduces it (repository-relative)."""
-    model = cfg["model"]  # export/.bench/*.pt: made by bench/run_bench.py:geometry_checkpoint
+    model = cfg["model"]  # export/.bench/*.pt: made by scripts/run_bench.py:geometry_checkpoint
     args = ["madtp-deploy bench", f"--batch-sizes {','.join(map(str, cfg['batch_sizes']))}",
             f"--variants {','.join(cfg['variants'])}"]
     if cfg.get("temperature") is not None:

@@ -7,7 +7,7 @@ recall@1 against the exact (invariant) model, and onnxruntime latency at batch 8
 image graph against the dynamic padded and packed ones (interleaved, one run). The ViT-B/16
 geometry (random weights, the bench's temperature) gets the GFLOPs and overflow columns.
 
-    python bench/capacity_curve.py            # -> docs/bench/capacity.json, printed as markdown
+    python scripts/capacity_curve.py            # -> docs/bench/capacity.json, printed as markdown
 """
 
 from __future__ import annotations
@@ -127,8 +127,8 @@ def main() -> None:
     if "--docs-only" not in sys.argv:
         with temp_dir("capacity-curve-") as tmp:
             root = scenes.generate(tmp / "scenes")  # the shipped model's recipe: defaults, seed 0
-            rec = {"command": "python bench/capacity_curve.py", "shipped": shipped_curve(root, tmp)}
-        sys.path.insert(0, str(ROOT / "bench"))
+            rec = {"command": "python scripts/capacity_curve.py", "shipped": shipped_curve(root, tmp)}
+        sys.path.insert(0, str(ROOT / "scripts"))
         from run_bench import geometry_checkpoint
 
         rec["vitb"] = vitb_curve(geometry_checkpoint("clip-vit-b16"))

@@ -1,10 +1,10 @@
 """fvcore on the reference's own BLIP NLVR2 (double125/MADTP), as its utils.print_params_and_flops
 counts it, next to our analytic count (madtp_deploy/flops_blip.py), module by module.
 
-Runs in the reference's environment (see bench/blip_reference_parity.py) with this repository on
+Runs in the reference's environment (see scripts/blip_reference_parity.py) with this repository on
 PYTHONPATH:
 
-    PYTHONPATH=. /path/to/refenv/bin/python bench/blip_reference_flops.py --reference <reference dir>
+    PYTHONPATH=. /path/to/refenv/bin/python scripts/blip_reference_flops.py --reference <reference dir>
 
 Random weights (FLOPs do not depend on them); ViT-B/16 at 384 px, BERT-base from the reference's
 configs/med_config.json; the reference's fixed test sentence, tokenized with a WordPiece vocabulary

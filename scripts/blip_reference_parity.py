@@ -5,7 +5,7 @@ einops, fvcore), with this repository on PYTHONPATH; the reference is read from 
 the command line and is never copied here:
 
     git --git-dir=<MADTP git dir> archive HEAD models configs utils.py | tar -x -C <reference dir>
-    PYTHONPATH=. /path/to/refenv/bin/python bench/blip_reference_parity.py --reference <reference dir>
+    PYTHONPATH=. /path/to/refenv/bin/python scripts/blip_reference_parity.py --reference <reference dir>
 
 What it does: builds the reference's `BLIP_NLVR` (its ViT, its NLVR BERT, its forward and tokenizer)
 at a small geometry (the ViT and BERT sizes are the only things changed), perturbs every parameter

@@ -1,6 +1,6 @@
 """The accuracy-GFLOPs study behind docs/RESULTS.md.
 
-  .venv/bin/python bench/study.py --data DATA --runs dense=RUN,0.3=RUN,... --ablate 0.5 --out docs/
+  .venv/bin/python scripts/study.py --data DATA --runs dense=RUN,0.3=RUN,... --ablate 0.5 --out docs/
 
 1. recall@1 against per-instance GFLOPs for each compression run (invariant mode, batch 64), plus
    the same checkpoint in reference (max-keep) mode at batch 64 to show the batch inflation;

@@ -1,7 +1,7 @@
 """What the public API's input checks cost: `check_pixels` / `check_text` against the shipped
 model's own batch-8 call, timed side by side (best of N; the checks are a fixed cost per call).
 
-    python bench/input_checks.py
+    python scripts/input_checks.py
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Checks (each "ok", "fail" or "skip" with the reason):
                        (dynamic, static); the commands are recorded even when skipped
 No GPU here: on the development machines every check skips, and the JSON says why.
 
-    python bench/gpu_check.py --output export/gpu_check.json [--model shipped] [--batch 8]
+    python scripts/gpu_check.py --output export/gpu_check.json [--model shipped] [--batch 8]
 """
 
 from __future__ import annotations

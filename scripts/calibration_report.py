@@ -8,7 +8,7 @@
    the dense image GFLOPs), image encoder: keep-count agreement, GFLOPs and latency.
 
 Calibration samples come from the val split; accuracy is measured on the test split.
-Usage: bench/calibration_report.py [--shipped-only | --vitb-only | --docs-only | --latency | --noise]
+Usage: scripts/calibration_report.py [--shipped-only | --vitb-only | --docs-only | --latency | --noise]
 """
 
 from __future__ import annotations
@@ -276,7 +276,7 @@ def results_md(rec: dict) -> str:
     sh = rec.get("shipped", {})
     s = sh.get("recipes", {})
     out = ["## Calibration: INT8 / FP8 against fp32 (issue 13)", "",
-           "Produced by `make calibration-report` (bench/calibration_report.py; record "
+           "Produced by `make calibration-report` (scripts/calibration_report.py; record "
            "docs/bench/calibration.json). Calibration: 128 samples per encoder (32 for ViT-B/16) drawn with a "
            "fixed seed from the generated **val** split: calibrating on the test split would flatter the "
            "result. Recall on the 500-image **test** split (1000 captions) with onnxruntime (CPU) running both "
