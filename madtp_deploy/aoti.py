@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DataError, ExportError, RuntimeBackendError
-from .files import atomic, read_json, write_text_atomic
+from .errors import DataError, ExportError
+from .files import atomic, write_text_atomic
 from .onnx import io as onnx_io
 
 SUFFIX = ".pt2"
@@ -48,8 +48,9 @@ def compile_package(model, encoder: str, path: Path, *, max_batch: int = 64) -> 
         try:
             program = torch.export.export(module, args, dynamic_shapes=_dynamic_shapes(io, max_batch), strict=False)
         except Exception as exc:  # noqa: BLE001 - torch.export's many error types
-            raise ExportError(f"{path.name}: torch.export failed ({str(exc).strip().splitlines()[0][:200]}); "
-                              f"fix: export with --format onnx, and report the model") from None
+            raise ExportError(f"{path.name}: torch.export failed ({type(exc).__name__}: "
+                              f"{str(exc).strip().splitlines()[0][:200]}); fix: export with --format onnx, and "
+                              f"rerun with --debug for the traceback") from exc
         t1 = time.perf_counter()
         with atomic(path) as tmp:
             torch._inductor.aoti_compile_and_package(program, package_path=str(tmp))
@@ -59,7 +60,8 @@ def compile_package(model, encoder: str, path: Path, *, max_batch: int = 64) -> 
 def export_aoti(model, out_dir: Path, name: str, *, source: str, encoders=("image", "text"),
                 max_batch: int = 64, log=print) -> list[Path]:
     """Write <name>.<encoder>.pt2 and its JSON sidecar for each encoder."""
-    from .onnx.export import check_output_dir, file_sha256, weights_sha256
+    from .files import file_sha256, weights_sha256
+    from .onnx.export import check_output_dir
 
     out_dir = Path(out_dir)
     check_output_dir(out_dir)
@@ -78,35 +80,6 @@ def export_aoti(model, out_dir: Path, name: str, *, source: str, encoders=("imag
         write_text_atomic(path.with_suffix(".json"), json.dumps(sidecar, indent=2))
         written += [path, path.with_suffix(".json")]
     return written
-
-
-class AotiSession:
-    """An AOTInductor package behind the runtime Session interface (outputs are fresh arrays)."""
-
-    def __init__(self, path, **_):
-        path = Path(path)
-        if path.suffix != SUFFIX or not path.is_file():
-            raise RuntimeBackendError(f"{path}: not an AOTInductor package (.pt2); fix: make one with "
-                                      f"`madtp-deploy export --format aoti`")
-        side = read_json(path.with_suffix(".json"), RuntimeBackendError, "sidecar missing",
-                         "re-export with `madtp-deploy export --format aoti`, which writes it")
-        try:
-            self.input_names = [t["name"] for t in side["io"]["inputs"]]
-            self.output_names = [t["name"] for t in side["io"]["outputs"]]
-        except KeyError as exc:
-            raise RuntimeBackendError(f"{path.with_suffix('.json')}: field {exc} missing; fix: re-export") from None
-        self.backend = "aoti"
-        try:
-            self._runner = torch._inductor.aoti_load_package(str(path))
-        except Exception as exc:  # noqa: BLE001 - loader errors (wrong CPU, corrupt file)
-            raise RuntimeBackendError(f"{path}: AOTInductor cannot load it ({str(exc).splitlines()[0][:200]}); "
-                                      f"fix: re-export on this machine (packages are compiled per CPU)") from None
-
-    def run(self, inputs):
-        tensors = [torch.as_tensor(np.ascontiguousarray(inputs[n])) for n in self.input_names]  # extras ignored
-        with torch.inference_mode():
-            outs = self._runner(*tensors)
-        return {n: o.detach().cpu().numpy().copy() for n, o in zip(self.output_names, outs)}
 
 
 # -- the raw image file the C++ app reads -------------------------------------------------------------

@@ -7,16 +7,17 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError, UsageError
-from .models.clip import MODES, MadtpCLIP
+from .models.clip import MODES
 from .models.inputs import check_temperature
 from .modes import LIBRARY_DEFAULT, parse_mode
-from .specs import BlipSpec, get_spec, spec_names
+from . import families
+from .specs import get_spec, spec_names
 
 SHIPPED = Path(__file__).parent / "assets" / "madtp-clip-tiny.pt"
 
 
-def load(source: str | Path, *, mode: str = LIBRARY_DEFAULT.value, temperature: float | None = None) -> MadtpCLIP:
-    """Build a MADTP CLIP from a spec name (seeded random init), a checkpoint file or an HF directory.
+def load(source: str | Path, *, mode: str = LIBRARY_DEFAULT.value, temperature: float | None = None):
+    """Build a MADTP model (any registered family) from a spec name (seeded random init), a checkpoint file or an HF directory.
 
     temperature=None keeps the checkpoint's own (0, no pruning, for dense checkpoints and specs).
     """
@@ -33,10 +34,8 @@ def load(source: str | Path, *, mode: str = LIBRARY_DEFAULT.value, temperature: 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             spec = get_spec(source)
-            if isinstance(spec, BlipSpec):  # BLIP NLVR2 / retrieval: models/blip.py
-                from .models.blip import build
-                return build(spec, mode=mode, temperature=temperature or 0.0).eval()
-            return MadtpCLIP(spec, mode=mode, temperature=temperature or 0.0).eval()
+            build = families.of(spec).hook("build")
+            return build(spec, mode=mode, temperature=temperature or 0.0).eval()
     path = Path(source)
     if path.is_dir():
         return hf.load_hf_directory(path, mode, temperature)

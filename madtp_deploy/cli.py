@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -18,28 +20,34 @@ from .modes import SERVING_DEFAULT, Mode
 console = Console()
 
 
-def _fail(message: str, code: int = 2):
+def _debug() -> bool:
+    return os.environ.get("MADTP_DEBUG", "") not in ("", "0")
+
+
+def _fail(message: str, code: int = 2, exc: BaseException | None = None):
+    if exc is not None and _debug():
+        traceback.print_exception(exc)
     print(f"madtp-deploy: error: {message}", file=sys.stderr)
     sys.exit(code)
 
 
 class _Group(typer.core.TyperGroup):
-    """Every error ends the same way (also under typer's CliRunner): a MadtpError or a bad option
-    (click's own parse errors) becomes one line on stderr and exit code 2; never a traceback."""
+    """Every expected error ends the same way (also under typer's CliRunner): a MadtpError or a bad
+    option (click's own parse errors) becomes one line on stderr and its exit code (2, or 1 for a wrong
+    artifact); the traceback only with --debug (or MADTP_DEBUG=1). Anything else is a bug: it keeps its
+    traceback."""
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
         try:
             rc = super().main(*args, standalone_mode=False, **kwargs)
         except MadtpError as exc:
-            _fail(str(exc))
+            _fail(str(exc), exc.exit_code, exc)
         except typer.exceptions.TyperException as exc:  # typer's (vendored click's) parse errors
             ctx = getattr(exc, "ctx", None)
             where = f"`{ctx.command_path} --help`" if ctx is not None else "`madtp-deploy --help`"
             message = " ".join(exc.format_message().split()) if hasattr(exc, "format_message") else str(exc)
             _fail(f"{message.rstrip('.')}; fix: see {where}", getattr(exc, "exit_code", 2))
-        except (typer.Abort, RuntimeError) as exc:
-            if type(exc).__name__ != "Abort":
-                raise
+        except typer.Abort:
             _fail("interrupted", 130)
         if standalone_mode:
             sys.exit(rc or 0)
@@ -47,14 +55,13 @@ class _Group(typer.core.TyperGroup):
 
 
 class _App(typer.Typer):
-    """Any MadtpError becomes one line on stderr and exit code 2, never a traceback."""
+    """Any MadtpError becomes one line on stderr and its exit code, never a traceback (but with --debug)."""
 
     def __call__(self, *args, **kwargs):
         try:
             return super().__call__(*args, **kwargs)
         except MadtpError as exc:
-            print(f"madtp-deploy: error: {exc}", file=sys.stderr)
-            sys.exit(2)
+            _fail(str(exc), exc.exit_code, exc)
 
 
 app = _App(cls=_Group, add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -63,8 +70,24 @@ app = _App(cls=_Group, add_completion=False, pretty_exceptions_enable=False, no_
 
 
 @app.callback()
-def _root() -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="print the traceback of an error (also MADTP_DEBUG=1)")
+          ) -> None:
     """Export, validate and benchmark MADTP token-pruned CLIP and BLIP models."""
+    if debug:
+        os.environ["MADTP_DEBUG"] = "1"
+
+
+@app.command("families")
+def families_() -> None:
+    """The registered model families, their graphs and the features each supports."""
+    from . import families
+
+    table = Table(title="model families")
+    for col in ("family", "title", "encoders", "data", "features"):
+        table.add_column(col)
+    for row in families.table():
+        table.add_row(row["family"], row["title"], ", ".join(row["encoders"]), row["data"], ", ".join(row["features"]))
+    console.print(table)
 
 
 MODEL_HELP = "spec name, checkpoint file, HF CLIP directory, or 'shipped'"
@@ -75,25 +98,14 @@ def info(model: str = typer.Argument("shipped", help=MODEL_HELP)) -> None:
     """Print a model's spec, parameter count and dense GFLOPs in both conventions."""
     from . import flops, load
 
+    from . import families
+
     m = load(model)
-    s = m.spec
-    table = Table(title=f"{s.name}  (temperature {m.temperature:g})")
+    table = Table(title=f"{m.spec.name}  ({families.of(m).title}, temperature {m.temperature:g})")
     table.add_column("field")
     table.add_column("value", justify="right")
-    if hasattr(m, "text_encoder"):  # BLIP NLVR2 / retrieval: madtp_deploy/flops_blip.py
-        from .flops_blip import describe
-        for row in describe(m):
-            table.add_row(*row)
-        console.print(table)
-        return
-    for key, value in s.to_dict().items():
-        table.add_row(key, str(value))
-    table.add_row("parameters", f"{sum(p.numel() for p in m.parameters()):,}")
-    img, txt = flops.dense_flops(s)
-    table.add_row("image GFLOPs (2/MAC, dense)", f"{img.gflops.item():.4f}")
-    table.add_row("image GMACs (reference 'GFLOPs', dense)", f"{img.gmacs.item():.4f}")
-    table.add_row(f"text GFLOPs (2/MAC, dense, {s.context_length} tokens)", f"{txt.gflops.item():.4f}")
-    table.add_row("text GMACs (reference 'GFLOPs', dense)", f"{txt.gmacs.item():.4f}")
+    for row in families.of(m).hook("describe")(m):
+        table.add_row(*row)
     console.print(table)
 
 
@@ -121,7 +133,7 @@ def export(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
                                    "engines/cpp and the aoti runtime, compiled for this CPU)")) -> None:
     """Export the image and text encoders (BLIP NLVR2: its one graph) to ONNX with pruning inside the
     graph, then validate."""
-    from . import load
+    from . import families, load
     from .errors import UsageError
     from .files import clean_stale_staging, output_dir
     from .models.inputs import check_number, check_temperature
@@ -147,10 +159,11 @@ def export(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
     with output_dir(output, "--output"):
         clean_stale_staging(output, ".export-")  # what a killed export left, before this run can fail
         m = load(model, mode=mode.value, temperature=temperature)
-        # BLIP exports like CLIP (onnx/io.py): retrieval's two encoders, NLVR2's one graph
-        if (hasattr(m, "nlvr") or hasattr(m, "match")) and (fmt != "onnx" or shapes != "dynamic"):
-            raise UsageError(f"--model {model}: BLIP models export to ONNX with dynamic shapes only; fix: "
-                             f"drop --format/--shapes, or pass a CLIP model")
+        family = families.of(m)
+        if shapes == "static":
+            family.require("static", f"--model {model} --shapes static")
+        if fmt == "aoti":
+            family.require("aoti", f"--model {model} --format aoti")
         profiles = None
         if shapes == "static":
             from .capacity import make_static
@@ -292,10 +305,8 @@ def eval_(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
     per-instance GFLOPs and kept tokens per layer."""
     import json
 
-    from . import load
-    from .data import dataset
+    from . import families, load
     from .errors import UsageError
-    from .evaluate import evaluate
     from .files import check_output_file, write_text_atomic
     from .models.inputs import check_batch_size, check_temperature
 
@@ -305,22 +316,19 @@ def eval_(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
     if json_out:
         check_output_file(json_out, "--json")
     m = load(model, mode=mode.value, temperature=temperature)
-    if hasattr(m, "match"):  # BLIP retrieval: ITC and ITM-re-ranked recall (train/blip_retrieval.py)
-        return _eval_blip_retrieval(m, model, data, split, batch_size, tokenizer, json_out, k)
-    if hasattr(m, "text_encoder"):  # BLIP NLVR2: accuracy (train/blip_trainer.py)
-        return _eval_nlvr(m, model, data, split, batch_size, tokenizer, json_out)
-    s = dataset.load(data, split)
-    r = evaluate(m, s, dataset.tokenizer_for(data, m.spec, tokenizer), batch_size)
-    r["model"], r["split"] = model, str(s.annotation)
-    table = Table(title=f"{model} on {s.annotation.name} ({mode}, batch {batch_size}, T {m.temperature:g})")
-    for k in ("txt_r1", "txt_r5", "txt_r10", "img_r1", "img_r5", "img_r10"):
-        table.add_column(k, justify="right")
-    table.add_column("GFLOPs/pair", justify="right")
-    table.add_column("reduction", justify="right")
-    table.add_row(*[f"{r[k]:.2f}" for k in ("txt_r1", "txt_r5", "txt_r10", "img_r1", "img_r5", "img_r10")],
-                  f"{r['gflops_per_pair']:.4f}", f"{100 * r['gflops_reduction']:.1f}%")
+    family = families.of(m)
+    family.require("eval", f"--model {model}")
+    r = family.hook("evaluator")(m, data, split, batch_size, tokenizer=tokenizer, k=k)
+    r["model"] = model
+    columns, rows, notes = family.hook("eval_report")(r)
+    table = Table(title=f"{model} on {Path(r['split']).name} ({m.mode}, batch {batch_size}, T {m.temperature:g})")
+    for col in columns:
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
-    console.print(f"kept image tokens per layer: {[round(v, 1) for v in r['kept_image_per_layer']]}")
+    for line in notes:
+        console.print(line)
     if json_out:
         write_text_atomic(json_out, json.dumps(r, indent=2))
 
@@ -379,11 +387,10 @@ def bench(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
     with Progress(TextColumn("{task.description}"), BarColumn(), console=console, transient=True) as progress:
         r = run_bench(cfg, log=console.print, progress=progress)
     rep.validate_report(r)
-    console.print(rep.rich_table(r))
-    for c in r["comparisons"]:
-        console.print(f"{c['backend']:>14} batch {c['batch']:>3} {c['variant']:>9}: {c['speedup']:.2f}x faster than "
-                      f"dense at {c['own_gflops_ratio']:.2f}x fewer own-token GFLOPs ({c['speedup_over_own_ratio']:.2f} "
-                      f"of that ratio; the batch computes {c['eff_over_own']:.2f}x its instances' own GFLOPs)")
+    for table in rep.rich_tables(r, console.width):
+        console.print(table)
+    for line in rep.summary_lines(r):
+        console.print(line, markup=False, soft_wrap=True)
     for name, why in r["unavailable_backends"].items():
         console.print(f"not run: {name}: {why}", markup=False)
     if json_out:
@@ -469,28 +476,6 @@ def _train_nlvr(data, output, init, reduce, epochs, batch_size, lr, weight_decay
                   f"(target {r['gflops_target']:.5f}, dense {r['gflops_dense']:.5f}), temperature {r['temperature']:.3f}")
 
 
-def _eval_nlvr(m, model, data, split, batch_size, tokenizer, json_out) -> None:
-    import json
-
-    from .data import nlvr
-    from .files import write_text_atomic
-    from .train.blip_trainer import evaluate, tokenizer_for
-
-    s = nlvr.load(data, split)
-    r = evaluate(m, s, tokenizer_for(data, tokenizer), batch_size)
-    r["model"], r["split"] = model, str(s.annotation)
-    table = Table(title=f"{model} on {s.annotation.name} ({m.mode}, batch {batch_size}, T {m.temperature:g})")
-    for k in ("accuracy", "GFLOPs/instance", "dense", "reduction"):
-        table.add_column(k, justify="right")
-    table.add_row(f"{r['accuracy']:.2f}", f"{r['gflops']:.5f}", f"{r['gflops_dense']:.5f}",
-                  f"{100 * r['gflops_reduction']:.1f}%")
-    console.print(table)
-    console.print(f"kept image tokens per layer: {[round(v, 1) for v in r['kept_image_per_layer']]}; "
-                  f"text: {[round(v, 1) for v in r['kept_text_per_layer']]}")
-    if json_out:
-        write_text_atomic(json_out, json.dumps(r, indent=2))
-
-
 def _train_blip_retrieval(data, output, init, reduce, epochs, batch_size, lr, weight_decay, mode, control_every,
                           max_steps, seed, resume, tokenizer) -> None:
     from .train.blip_retrieval import BlipRetrievalConfig, train as run
@@ -502,38 +487,6 @@ def _train_blip_retrieval(data, output, init, reduce, epochs, batch_size, lr, we
     r = _run_training(run, cfg, output)
     console.print(f"done: GFLOPs/pair (ITC) {r['gflops_current']:.5f} (target {r['gflops_target']:.5f}, "
                   f"dense {r['gflops_dense']:.5f}), temperature {r['temperature']:.3f}")
-
-
-def _eval_blip_retrieval(m, model, data, split, batch_size, tokenizer, json_out, k) -> None:
-    import json
-
-    from .data import dataset
-    from .files import write_text_atomic
-    from .train.blip_retrieval import evaluate, tokenizer_for
-
-    s = dataset.load(data, split)
-    r = evaluate(m, s, tokenizer_for(data, m.spec, tokenizer), batch_size, k)
-    r["model"], r["split"] = model, str(s.annotation)
-    keys = ("txt_r1", "txt_r5", "txt_r10", "img_r1", "img_r5", "img_r10")
-    table = Table(title=f"{model} on {s.annotation.name} ({m.mode}, batch {batch_size}, T {m.temperature:g}, k {k})")
-    table.add_column("ranking")
-    for key in keys:
-        table.add_column(key, justify="right")
-    table.add_column("GFLOPs/pair", justify="right")
-    table.add_column("reduction", justify="right")
-    table.add_row("ITC", *[f"{r['recall_itc'][key]:.2f}" for key in keys], f"{r['gflops_per_pair']:.5f}",
-                  f"{100 * r['gflops_reduction']:.1f}%")
-    table.add_row(f"ITM top-{k}", *[f"{r['recall_itm'][key]:.2f}" for key in keys], f"{r['gflops_itm_per_pair']:.5f}",
-                  f"{100 * (1 - r['gflops_itm_per_pair'] / r['gflops_itm_dense_per_pair']):.1f}%")
-    console.print(table)
-    console.print(f"GFLOPs (2/MAC, per instance): ITC {r['gflops_per_pair']:.5f} per image + caption (dense "
-                  f"{r['gflops_dense_per_pair']:.5f}); ITM {r['gflops_itm_per_pair']:.5f} more per re-ranked pair "
-                  f"(dense {r['gflops_itm_dense_per_pair']:.5f}), {r['itm_pairs']} pairs")
-    console.print(f"kept image tokens per layer: {[round(v, 1) for v in r['kept_image_per_layer']]}; text (ITC): "
-                  f"{[round(v, 1) for v in r['kept_text_per_layer']]}; text (ITM): "
-                  f"{[round(v, 1) for v in r['kept_itm_text_per_layer']]}")
-    if json_out:
-        write_text_atomic(json_out, json.dumps(r, indent=2))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,11 +1,16 @@
 """One error hierarchy. Every message names the file (or input), the field, and the fix.
 
-The CLI turns any ``MadtpError`` into a single line on stderr and exit code 2.
+The CLI turns any ``MadtpError`` into a single line on stderr and its ``exit_code`` (2: bad input;
+1: a wrong artifact), with the traceback only under ``--debug`` (or MADTP_DEBUG=1). Raise them
+``from exc`` where another exception caused them, so that ``--debug`` shows the cause. Anything
+else that escapes is a bug and keeps its traceback.
 """
 
 
 class MadtpError(Exception):
     """Base class: a problem with the user's input, not a bug in madtp-deploy."""
+
+    exit_code = 2
 
 
 class SpecError(MadtpError):
@@ -25,7 +30,14 @@ class ExportError(MadtpError):
 
 
 class ValidationError(MadtpError):
-    """An exported artifact disagrees with eager PyTorch in a way that is fatal (shapes, kept)."""
+    """An exported artifact that cannot be compared with eager PyTorch (missing, unreadable, mismatched)."""
+
+
+class WrongModelError(ValidationError):
+    """An exported artifact computes another model: output shapes, or a keep decision, differ from eager
+    PyTorch. Never written (export) and exit code 1 (validate)."""
+
+    exit_code = 1
 
 
 class RuntimeBackendError(MadtpError):

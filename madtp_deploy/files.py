@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -158,3 +159,21 @@ def read_json(path, error: type[MadtpError], missing: str, fix: str):
         raise error(f"{path}: {missing}; fix: {fix}") from None
     except json.JSONDecodeError as exc:
         raise error(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno}); fix: {fix}") from None
+
+
+def file_sha256(path) -> str:
+    """SHA-256 of a file's bytes (artifacts record it in their sidecars)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def weights_sha256(model) -> str:
+    """SHA-256 of a model's state dict (names and bytes): what every artifact of it records."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()

@@ -99,3 +99,25 @@ def packed_image_flops(spec: ClipSpec, kept: torch.Tensor) -> Flops:
     n_pad = n_own.amax(0, keepdim=True)
     extra = 2 * (n_pad ** 2 - n_own ** 2) * spec.vision_width
     return Flops(own.macs + extra.sum(1), own.per_layer + extra)
+
+
+def image_gflops(spec: ClipSpec, kept: torch.Tensor, pruning: bool) -> torch.Tensor:
+    """Per-image GFLOPs (2/MAC) of the image encoder from kept counts [B, layers] (the family hook)."""
+    return image_flops(spec, kept, pruning).gflops
+
+
+def packed_image_gflops(spec: ClipSpec, kept: torch.Tensor) -> torch.Tensor:
+    return packed_image_flops(spec, kept).gflops
+
+
+def describe(model) -> list[tuple[str, str]]:
+    """`madtp-deploy info` rows for a CLIP model: spec, parameters, dense GFLOPs in both conventions."""
+    s = model.spec
+    rows = [(k, str(v)) for k, v in s.to_dict().items()]
+    rows.append(("parameters", f"{sum(p.numel() for p in model.parameters()):,}"))
+    img, txt = dense_flops(s)
+    rows += [("image GFLOPs (2/MAC, dense)", f"{img.gflops.item():.4f}"),
+             ("image GMACs (reference 'GFLOPs', dense)", f"{img.gmacs.item():.4f}"),
+             (f"text GFLOPs (2/MAC, dense, {s.context_length} tokens)", f"{txt.gflops.item():.4f}"),
+             ("text GMACs (reference 'GFLOPs', dense)", f"{txt.gmacs.item():.4f}")]
+    return rows

@@ -186,3 +186,12 @@ def packed_itc_image_flops(s: BlipSpec, kept: torch.Tensor) -> Flops:
     n_own = torch.cat([torch.full((kept.shape[0], 1), s.vision_tokens, dtype=torch.long), kept[:, :-1]], 1).double()
     extra = 2 * (n_own.amax(0, keepdim=True) ** 2 - n_own ** 2) * s.vision_width
     return Flops(own.macs + extra.sum(1), own.per_layer + extra)
+
+
+def image_gflops(s: BlipSpec, kept: torch.Tensor, pruning: bool) -> torch.Tensor:
+    """Per-image GFLOPs (2/MAC) of the retrieval image encoder (ViT + vision_proj): the family hook."""
+    return itc_image_flops(s, kept, pruning).gflops
+
+
+def packed_image_gflops(s: BlipSpec, kept: torch.Tensor) -> torch.Tensor:
+    return packed_itc_image_flops(s, kept).gflops

@@ -42,20 +42,26 @@ def _gflops(spec, outs: list[tuple], inputs: list[dict], pruning: bool, layout: 
     return torch.cat(out)
 
 
-def run_nlvr_bench(cfg, models: dict, source: str, wanted: list[str], weights_hash: str, log=print) -> dict:
+def run_nlvr_bench(cfg, models: dict, given: dict, source: str, wanted: list[str], unavailable: dict,
+                   weights_hash: str, log=print, progress=None) -> dict:
+    """The whole NLVR2 graph's bench on torch and onnxruntime (the backends it has)."""
     from ..onnx.export import cached_export
     from ..onnx.io import encoder_io
     from ..runtime import open_session
-    from .runner import machine_info
+    from .records import comparisons, machine_info
 
     spec = models["dense"].spec
     io = encoder_io(spec, "nlvr")
     results = []
     names = io.input_names
     cache = Path(cfg.cache)
-    for backend in wanted:
-        if backend not in ("torch", "ort"):
-            raise UsageError(f"--backend {backend}: BLIP NLVR2 benches on torch and ort; fix: --backend torch,ort")
+    if cfg.backends:
+        for backend in cfg.backends:
+            if backend not in ("torch", "ort"):
+                raise UsageError(f"--backend {backend}: BLIP NLVR2 benches on torch and ort; fix: --backend torch,ort")
+    wanted = [b for b in wanted if b in ("torch", "ort")]
+    log(f"bench {spec.name} (NLVR2): T {models[next(v for v in models if v != 'dense')].temperature:g}, variants "
+        f"{', '.join(models)}, backends {', '.join(wanted)}")
     for backend in wanted:
         runners = {}
         for v, m in models.items():
@@ -96,15 +102,13 @@ def run_nlvr_bench(cfg, models: dict, source: str, wanted: list[str], weights_ha
                     "kept_per_layer": [float(x) for x in np.concatenate([o[1] for o in outs])[:, 0].mean(0)],
                     "peak_rss_mb": peak, "floor_ms": 0.0, "over_floor": 0.0,
                 })
-    from .runner import _comparisons
-
     return {
         "schema": "madtp-deploy/bench/2", "config": asdict(cfg), "machine": machine_info(),
         "model": {"source": source, "spec": spec.to_dict(),
                   "temperature": models[next(v for v in models if v != "dense")].temperature,
                   "variants": list(models), "weights_sha256": weights_hash, "capacity": None},
         "encoder": "nlvr", "gemm_gflops": {}, "unavailable_backends": {}, "graphs": {},
-        "results": results, "comparisons": _comparisons(results, wanted, cfg.batch_sizes),
+        "results": results, "comparisons": comparisons(results, wanted, cfg.batch_sizes),
         "notes": {"gflops": "one NLVR2 instance (two images, the statement, cls_head); inputs from the NLVR2 IO "
                             "contract's generator; kept_per_layer: image 0's; floor not measured for NLVR2"},
     }

@@ -52,15 +52,56 @@ def _title(report: dict) -> str:
     return f"{m['source']} ({m['spec']['name']}) {what}, T {m['temperature']:g}, variants {', '.join(m['variants'])}"
 
 
-def rich_table(report: dict):
+KEY_COLUMNS = 3  # backend, variant, batch: repeated in every part of a table split to fit
+
+
+def rich_tables(report: dict, width: int = 200) -> list:
+    """The results as rich tables whose numbers are never cut: each column is at least as wide as its
+    longest value (headers fold at their spaces), and a console too narrow for all the columns gets
+    the table in parts, each repeating backend, variant and batch."""
     from rich.table import Table
 
-    t = Table(title=_title(report))
-    for h in _header(report):
-        t.add_column(h, justify="right")
-    for row in _rows(report):
-        t.add_row(*row)
-    return t
+    header, rows = _header(report), list(_rows(report))
+    widths = [max([len(r[i]) for r in rows] + [max(len(w) for w in h.split())]) for i, h in enumerate(header)]
+    cost = [w + 3 for w in widths]  # a cell's padding and border
+    parts, current = [], list(range(KEY_COLUMNS))
+    for i in range(KEY_COLUMNS, len(header)):
+        if len(current) > KEY_COLUMNS and sum(cost[j] for j in current) + cost[i] + 1 > width:
+            parts.append(current)
+            current = list(range(KEY_COLUMNS))
+        current.append(i)
+    parts.append(current)
+    tables = []
+    for k, cols in enumerate(parts):
+        title = _title(report) + (f" ({k + 1}/{len(parts)})" if len(parts) > 1 else "")
+        t = Table(title=title)
+        for i in cols:
+            t.add_column(header[i], justify="right", min_width=widths[i], overflow="fold")
+        for r in rows:
+            t.add_row(*(r[i] for i in cols))
+        tables.append(t)
+    return tables
+
+
+def rich_table(report: dict):
+    return rich_tables(report)[0]
+
+
+def speed_words(speedup: float) -> str:
+    """2.5 -> '2.50x faster', 0.33 -> '3.03x slower': a ratio below 1 is never called faster."""
+    return f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower"
+
+
+def summary_lines(report: dict) -> list[str]:
+    """One line per comparison with dense, in words."""
+    out = []
+    for c in report["comparisons"]:
+        own = c["own_gflops_ratio"]
+        out.append(f"{c['backend']:>14} batch {c['batch']:>3} {c['variant']:>9}: {speed_words(c['speedup'])} than "
+                   f"dense at {f'{own:.2f}x fewer' if own >= 1 else f'{1 / own:.2f}x more'} own-token GFLOPs "
+                   f"({c['speedup_over_own_ratio']:.2f} of that ratio; the batch computes {c['eff_over_own']:.2f}x "
+                   f"its instances' own GFLOPs)")
+    return out
 
 
 def markdown(report: dict) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,16 +9,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import flops, flops_blip
 from ..capacity import DEFAULT_QUANTILE
 from ..errors import RuntimeBackendError, UsageError
 from ..files import read_json, temp_dir
 from ..models.clip import MadtpCLIP
+from ..files import weights_sha256
 from ..onnx.export import cached_export
 from ..onnx.io import encoder_io
 from ..runtime.sessions import available_backends
-from ..specs import BlipSpec
+from .. import families
 from . import gemm, profile, timing
+from .records import comparisons, machine_info
 
 BENCH_BACKENDS = ("torch", "torch-compile", "ort", "ort-cuda", "trt")
 # torch.compile is the peer a PyTorch user tries first; it recompiles for new shapes, which makes it
@@ -84,13 +83,13 @@ def bench_images(model: MadtpCLIP, data: str | None, n: int) -> torch.Tensor:
 def _torch_runner(model: MadtpCLIP, compiled: bool):
     fn = model.encode_image
     if compiled:
-        import torch._dynamo as dynamo
-
-        dynamo.config.capture_scalar_outputs = True  # keep .item() keep counts inside the graph
         fn = torch.compile(model.encode_image, dynamic=True)
 
     def run(pixels):
-        with torch.inference_mode():
+        import torch._dynamo as dynamo
+
+        # keep .item() keep counts inside the graph, for this call only (not the process's setting)
+        with dynamo.config.patch(capture_scalar_outputs=compiled), torch.inference_mode():
             e = fn(pixels)
         return e.kept.numpy()
     return run
@@ -106,23 +105,6 @@ def _ort_runner(path: Path):
     def run(pixels):
         return s.run({name: pixels.numpy()})["kept"]
     return run
-
-
-def machine_info() -> dict:
-    import onnxruntime
-
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 PRUNED_VARIANTS = ("reference", "invariant", "packed", "static")
@@ -158,16 +140,14 @@ def _load_variants(cfg: BenchConfig, log) -> tuple[dict, dict, str]:
         variant = "static" if m.get("capacity") else m["mode"]
         variants, given = ["dense", variant], {variant: Path(cfg.onnx)}
     models = {"dense": load(source, mode="invariant", temperature=0.0)}
-    if hasattr(models["dense"], "match") and "static" in variants:  # BLIP retrieval: dynamic graphs only
-        raise UsageError(f"--variants static: fixed capacities are not built for BLIP retrieval ({source}); "
-                         f"fix: e.g. --variants dense,reference,invariant,packed")
-    if hasattr(models["dense"], "nlvr"):  # BLIP NLVR2: one graph (benchmark/nlvr.py), no static variant
-        from .nlvr import NLVR_VARIANTS
-
-        variants = ["dense"] + [v for v in variants[1:] if v in NLVR_VARIANTS]
-        if len(variants) < 2:
-            raise UsageError(f"--variants: BLIP NLVR2 benches {', '.join(NLVR_VARIANTS)}; fix: e.g. "
-                             f"--variants dense,reference,invariant")
+    family = families.of(models["dense"])
+    family.require("bench", f"--model {source}")
+    if cfg.variants is None:  # the defaults this family benches
+        variants = [v for v in variants if v in family.bench_variants]
+    bad = [v for v in variants if v not in family.bench_variants]
+    if bad:
+        raise UsageError(f"--variants {','.join(bad)}: {family.title} models bench {', '.join(family.bench_variants)}; "
+                         f"fix: e.g. --variants {','.join(v for v in family.bench_variants if v != 'static')}")
     for v in variants[1:]:
         models[v] = load(source, mode="invariant" if v == "static" else v, temperature=temperature)
         if models[v].temperature <= 0:
@@ -177,8 +157,6 @@ def _load_variants(cfg: BenchConfig, log) -> tuple[dict, dict, str]:
         if side is not None:
             models["static"].capacity = {"image": tuple(side["model"]["capacity"])}
         else:
-            from ..onnx.export import weights_sha256
-
             profiles = fit_profiles(models["static"], ("image",), cfg.capacity_quantile, None, 256, str(source),
                                     weights_sha256(models["static"]))
             apply(models["static"], profiles)
@@ -187,17 +165,12 @@ def _load_variants(cfg: BenchConfig, log) -> tuple[dict, dict, str]:
 
 
 def image_gflops(spec, kept: torch.Tensor, pruning: bool) -> torch.Tensor:
-    """Per-image GFLOPs of the image encoder (ViT and projection) from kept counts [B, layers]:
-    CLIP's (flops.py) or BLIP retrieval's (flops_blip.py), by the spec."""
-    if isinstance(spec, BlipSpec):
-        return flops_blip.itc_image_flops(spec, kept, pruning).gflops
-    return flops.image_flops(spec, kept, pruning).gflops
+    """Per-image GFLOPs of the image encoder from kept counts [B, layers], by the spec's family."""
+    return families.of(spec).hook("image_gflops")(spec, kept, pruning)
 
 
 def _packed_gflops(spec, kept: torch.Tensor) -> torch.Tensor:
-    if isinstance(spec, BlipSpec):
-        return flops_blip.packed_itc_image_flops(spec, kept).gflops
-    return flops.packed_image_flops(spec, kept).gflops
+    return families.of(spec).hook("packed_image_gflops")(spec, kept)
 
 
 def _effective(variant: str, spec, kept: list[np.ndarray], capacity=None) -> torch.Tensor:
@@ -228,8 +201,7 @@ def _graph_nodes(path: Path) -> dict:
 
 
 def run_bench(cfg: BenchConfig, log=print, progress=None) -> dict:
-    from ..onnx.export import weights_sha256
-
+    """Every backend x batch size x variant of the model, in one run: the family's bench runner."""
     reasons = available_backends()
     reasons["torch-compile"] = None
     wanted = cfg.backends or [b for b in BENCH_BACKENDS if reasons.get(b) is None and b not in OPT_IN]
@@ -240,14 +212,16 @@ def run_bench(cfg: BenchConfig, log=print, progress=None) -> dict:
                 raise RuntimeBackendError(f"--backend {b}: unavailable: {reasons[b]}")
     models, given, source = _load_variants(cfg, log)
     pruned = next(m for v, m in models.items() if v != "dense")
-    spec = pruned.spec
     weights_hash = weights_sha256(pruned)  # every variant has the same weights
-    if hasattr(pruned, "nlvr"):
-        from .nlvr import run_nlvr_bench
+    run = families.of(pruned).hook("bench")
+    return run(cfg, models, given, source, wanted, unavailable, weights_hash, log=log, progress=progress)
 
-        log(f"bench {spec.name} (NLVR2): T {pruned.temperature:g}, variants {', '.join(models)}, backends "
-            f"{', '.join(b for b in wanted if b in ('torch', 'ort'))}")
-        return run_nlvr_bench(cfg, models, source, [b for b in wanted if b in ("torch", "ort")], weights_hash, log)
+
+def run_image_bench(cfg: BenchConfig, models: dict, given: dict, source: str, wanted: list, unavailable: dict,
+                    weights_hash: str, log=print, progress=None) -> dict:
+    """The image encoder's bench (CLIP, BLIP retrieval): real images, every variant's own ONNX graph."""
+    pruned = next(m for v, m in models.items() if v != "dense")
+    spec = pruned.spec
     images = bench_images(pruned, cfg.data, cfg.pool)
     log(f"bench {spec.name}: T {pruned.temperature:g}, variants {', '.join(models)}, {len(images)} real images, "
         f"backends {', '.join(wanted)}" + (f"; unavailable: {', '.join(unavailable)}" if unavailable else ""))
@@ -333,7 +307,7 @@ def run_bench(cfg: BenchConfig, log=print, progress=None) -> dict:
         "unavailable_backends": unavailable,
         "graphs": graphs,
         "results": results,
-        "comparisons": _comparisons(results, wanted, cfg.batch_sizes),
+        "comparisons": comparisons(results, wanted, cfg.batch_sizes),
         "notes": {"torch-compile": compile_notes,
                   "gflops": "2 FLOPs per multiply-add. per_instance: from the kept counts each variant reports "
                             "(reference: the batch's max-keep); own: from each instance's own (batch-1, invariant) "
@@ -366,29 +340,3 @@ def _own_gflops(models: dict, timed: dict, batches: list) -> torch.Tensor:
         finally:
             m.mode, m.capacity = saved_mode, saved_cap
     return image_gflops(next(iter(models.values())).spec, torch.from_numpy(kept), True)
-
-
-def _comparisons(results: list, backends: list, batch_sizes: list) -> list:
-    """Every pruned variant against dense (and packed against padded invariant) on one backend and batch."""
-    out = []
-    for backend in backends:
-        for b in batch_sizes:
-            ok = {r["variant"]: r for r in results
-                  if r["backend"] == backend and r.get("batch") == b and "error" not in r}
-            d = ok.get("dense")
-            if d is None:
-                continue
-            dense_gf = d["gflops_per_instance"]["mean"]
-            for v, r in ok.items():
-                if v == "dense":
-                    continue
-                speedup = d["median_ms"] / r["median_ms"]
-                own_ratio = dense_gf / r["gflops_own_per_instance"]
-                eff_ratio = dense_gf / r["gflops_effective_per_instance"]
-                row = {"backend": backend, "batch": b, "variant": v, "speedup": speedup,
-                       "own_gflops_ratio": own_ratio, "gflops_ratio": eff_ratio, "eff_over_own": r["eff_over_own"],
-                       "speedup_over_own_ratio": speedup / own_ratio, "speedup_over_gflops_ratio": speedup / eff_ratio}
-                if v == "packed" and "invariant" in ok:
-                    row["speedup_vs_invariant"] = ok["invariant"]["median_ms"] / r["median_ms"]
-                out.append(row)
-    return out

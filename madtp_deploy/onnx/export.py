@@ -12,49 +12,26 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..errors import ExportError
-from ..files import clean_stale_staging
-from ..models.clip import MadtpCLIP
+from ..files import clean_stale_staging, file_sha256, weights_sha256
 from . import io as onnx_io
 
 MIN_OPSET = 18  # the dynamo exporter's lowest
+DEFAULT_OPSET = 20
 
 
-def weights_sha256(model: MadtpCLIP) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().contiguous().cpu().numpy().tobytes())
-    return h.hexdigest()
-
-
-GRAPH_CODE = ("models/clip.py", "models/layout.py", "models/inputs.py", "pruning/dtp.py", "pruning/mag.py",
-              "pruning/step.py", "onnx/io.py", "onnx/export.py", "onnx/fold.py")
-
-
-# a BLIP retrieval encoder's graph: the same files with models/blip.py in place of models/clip.py
-BLIP_GRAPH_CODE = tuple("models/blip.py" if f == "models/clip.py" else f for f in GRAPH_CODE)
-
-
-def graph_code_sha256(model=None) -> str:
-    """A hash of the code that defines an exported graph (CLIP's, or BLIP's for a BLIP model): a
-    cached artifact whose sidecar records another one was exported by other code."""
-    from ..specs import BlipSpec
+def graph_code_sha256(model) -> str:
+    """A hash of the code that defines a model's exported graphs (its family's `graph_code` files):
+    a cached artifact whose sidecar records another one was exported by other code."""
+    from ..families import of
 
     root = Path(__file__).parents[1]
     h = hashlib.sha256()
-    for name in BLIP_GRAPH_CODE if isinstance(getattr(model, "spec", None), BlipSpec) else GRAPH_CODE:
+    for name in of(model).graph_code:
         h.update(name.encode())
         h.update((root / name).read_bytes())
-    return h.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
     return h.hexdigest()
 
 
@@ -81,10 +58,10 @@ def check_output_dir(out: Path) -> None:
         probe.close()
     except OSError as exc:
         raise ExportError(f"{out}: output folder is not writable ({exc.strerror}); fix: pass --output DIR "
-                          f"that you can write to") from None
+                          f"that you can write to") from exc
 
 
-def _export_one(model: MadtpCLIP, io: onnx_io.EncoderIO, path: Path, opset: int, max_batch: int) -> None:
+def _export_one(model: nn.Module, io: onnx_io.EncoderIO, path: Path, opset: int, max_batch: int) -> None:
     dims = {"batch": torch.export.Dim("batch", min=1, max=max_batch)}
     dims |= {a: torch.export.Dim(a, min=io.min_sizes[a], max=io.max_sizes[a]) for a in io.max_sizes}
     dyn = {"inputs": tuple({i: dims[a] for i, a in enumerate(t.axes) if isinstance(a, str)} for t in io.inputs)}
@@ -102,7 +79,7 @@ def _export_one(model: MadtpCLIP, io: onnx_io.EncoderIO, path: Path, opset: int,
         prog.save(str(path), external_data=False)
 
 
-def export_model(model: MadtpCLIP, out_dir: Path, name: str, *, source: str, opset: int = 20,
+def export_model(model: nn.Module, out_dir: Path, name: str, *, source: str, opset: int = DEFAULT_OPSET,
                  max_batch: int = 64, validate: bool = True, batch_sizes=(1, 8, 32), log=print,
                  encoders=None, weights_hash: str | None = None, fold: bool = True,
                  capacity_profiles: dict | None = None) -> list[Path]:
@@ -136,10 +113,12 @@ def export_model(model: MadtpCLIP, out_dir: Path, name: str, *, source: str, ops
             try:
                 with torch.no_grad():
                     _export_one(model, io, path, opset, max_batch)
-            except Exception as exc:  # noqa: BLE001 - the exporter's many error types
+            except Exception as exc:  # noqa: BLE001 - the exporter's many error types, cause kept
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ExportError(f"{name}.{encoder}.onnx: export failed at opset {opset} ({first[:200]}); "
-                                  f"fix: try the default --opset") from None
+                fix = (f"try the default --opset {DEFAULT_OPSET}" if opset != DEFAULT_OPSET else
+                       "rerun with --debug for the traceback (a bug in the model code or the exporter)")
+                raise ExportError(f"{name}.{encoder}.onnx: torch.onnx.export failed at opset {opset} "
+                                  f"({type(exc).__name__}: {first[:200]}); fix: {fix}") from exc
             sidecar = dict(common, encoder=encoder, io=io.to_dict())
             if fold:
                 sidecar["folding"] = fold_file(path)

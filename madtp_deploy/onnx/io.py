@@ -25,7 +25,6 @@ from ..errors import UsageError
 from ..specs import BlipSpec, ClipSpec
 
 DEFAULT_ATOL = {"fp32": 1e-4, "fp16": 1e-2, "int8": 5e-2}
-ENCODERS = ("image", "text")
 MIN_TEXT_LEN = 3  # SOT, one word, EOT
 
 
@@ -214,7 +213,7 @@ def _outputs(spec: ClipSpec, layers: int, static: bool) -> tuple[TensorSpec, ...
     return out + ((TensorSpec("overflow", "bool", ("batch", layers)),) if static else ())
 
 
-def _image(spec: ClipSpec, static: bool) -> EncoderIO:
+def clip_image(spec: ClipSpec, static: bool = False) -> EncoderIO:
     return EncoderIO(
         "image",
         (TensorSpec("pixels", "float32", ("batch", 3, spec.image_size, spec.image_size)),),
@@ -225,7 +224,7 @@ def _image(spec: ClipSpec, static: bool) -> EncoderIO:
         checks=_check_pixels)
 
 
-def _text(spec: ClipSpec, static: bool) -> EncoderIO:
+def clip_text(spec: ClipSpec, static: bool = False) -> EncoderIO:
     # a static graph takes captions padded to the context length (as OpenAI's tokenizer does)
     seq = spec.context_length if static else "seq"
     return EncoderIO(
@@ -236,9 +235,6 @@ def _text(spec: ClipSpec, static: bool) -> EncoderIO:
         examples=sample_text, unit="captions", dataset=_captions, checks=_check_text,
         max_sizes={} if static else {"seq": spec.context_length},
         min_sizes={} if static else {"seq": MIN_TEXT_LEN})
-
-
-_CONTRACTS = {"image": _image, "text": _text}
 
 
 # -- the two BLIP retrieval encoders (ITC: vision_proj / text_proj embeddings) -----------------------
@@ -285,7 +281,7 @@ def _blip_captions(spec: BlipSpec, split, root, idx):
     return tok([split.captions[j] for j in idx], enc=False, where=str(split.annotation))
 
 
-def _blip_image(spec: BlipSpec) -> EncoderIO:
+def blip_image(spec: BlipSpec, static: bool = False) -> EncoderIO:
     return EncoderIO(
         "image",
         (TensorSpec("pixels", "float32", ("batch", 3, spec.image_size, spec.image_size)),),
@@ -296,7 +292,7 @@ def _blip_image(spec: BlipSpec) -> EncoderIO:
         checks=_check_pixels)  # BLIP normalises with CLIP's mean and std
 
 
-def _blip_text(spec: BlipSpec) -> EncoderIO:
+def blip_text(spec: BlipSpec, static: bool = False) -> EncoderIO:
     return EncoderIO(
         "text",
         (TensorSpec("input_ids", "int64", ("batch", "seq")), TensorSpec("attention_mask", "int64", ("batch", "seq"))),
@@ -325,7 +321,7 @@ def _check_nlvr(spec: BlipSpec, images0, images1, ids, mask) -> None:
     check_blip_text(spec, ids, mask)
 
 
-def _blip_nlvr(spec: BlipSpec) -> EncoderIO:
+def blip_nlvr(spec: BlipSpec, static: bool = False) -> EncoderIO:
     s = spec.image_size
     return EncoderIO(
         "nlvr",
@@ -340,38 +336,20 @@ def _blip_nlvr(spec: BlipSpec) -> EncoderIO:
         max_sizes={"seq": spec.max_positions}, min_sizes={"seq": MIN_TEXT_LEN})
 
 
-_BLIP_CONTRACTS = {"image": _blip_image, "text": _blip_text, "nlvr": _blip_nlvr}
-
-
 def encoders_of(spec) -> tuple[str, ...]:
-    """The graphs a model exports: BLIP NLVR2's one, or the image and text encoders."""
-    return ("nlvr",) if isinstance(spec, BlipSpec) and spec.task == "nlvr" else ENCODERS
+    """The graphs a model exports (its family's): BLIP NLVR2's one, or the image and text encoders."""
+    from ..families import of
+
+    return of(spec).encoders
 
 
 def encoder_io(spec_or_model, encoder: str, static: bool | None = None) -> EncoderIO:
-    """The IO contract of `encoder` for a spec (or a model, whose spec is used): CLIP's two encoders,
-    BLIP retrieval's, or BLIP NLVR2's graph. `static` (default: whether the model has capacities) gives the
-    fixed-capacity graph's contract (CLIP only)."""
+    """The IO contract of `encoder` for a spec (or a model, whose spec is used), from the spec's family
+    (madtp_deploy.families). `static` (default: whether the model has capacities) gives the
+    fixed-capacity graph's contract, for the families that have one."""
+    from ..families import of
+
     spec = getattr(spec_or_model, "spec", spec_or_model)
     if static is None:
         static = encoder in (getattr(spec_or_model, "capacity", None) or {})
-    blip = isinstance(spec, BlipSpec)
-    if encoder not in encoders_of(spec):
-        raise UsageError(f"encoder {encoder!r}: {spec.name} has {', '.join(encoders_of(spec))}; fix: use "
-                         f"{' or '.join(encoders_of(spec))} (a BLIP NLVR2 model is one graph: two images and a "
-                         f"statement)")
-    if blip and static:
-        raise UsageError(f"{spec.name}: --shapes static (fixed capacities) is not built for BLIP; "
-                         f"fix: export with --shapes dynamic (the default)")
-    try:
-        make = (_BLIP_CONTRACTS if blip else _CONTRACTS)[encoder]
-    except KeyError:
-        raise UsageError(f"encoder {encoder!r}: unknown; fix: use one of {', '.join(ENCODERS)}") from None
-    return make(spec) if blip else make(spec, static)
-
-
-def input_names(encoder: str) -> list[str]:
-    """The graph input names of `encoder` (they do not depend on the geometry)."""
-    from ..specs import get_spec
-
-    return encoder_io(get_spec("blip-nlvr-tiny" if encoder == "nlvr" else "clip-tiny-test"), encoder).input_names
+    return of(spec).contract(spec, encoder, static)

@@ -1,7 +1,10 @@
 """onnxruntime against eager PyTorch, on inputs chosen so that keep counts differ between them.
 
-Shape errors are fatal (ValidationError); a tolerance miss or a differing keep decision is a loud
-warning with the artifact kept, and the report says which tolerance would have passed.
+A different pruning decision (a keep count or overflow flag unlike eager's) or an output shape is a
+wrong model: WrongModelError (export writes nothing; validate exits 1). A float drift beyond the
+tolerance alone is a loud warning with the artifact kept (optimum's policy), and the report says which
+tolerance would have passed. Quantized graphs (precision other than fp32) report keep agreement rather
+than fail on it: calibration measures it (madtp_deploy.quant).
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ValidationError
+from ..errors import ValidationError, WrongModelError
 from ..files import read_json
-from ..models.clip import MadtpCLIP
+from torch import nn
 from . import io as onnx_io
 
 
@@ -22,7 +25,7 @@ def _decisions(io: onnx_io.EncoderIO, out: dict) -> np.ndarray:
     return np.concatenate([out[n].reshape(len(out[n]), -1).astype(np.int64) for n in io.exact_names], 1)
 
 
-def _pick_varied(model: MadtpCLIP, io: onnx_io.EncoderIO, pool: int = 48):
+def _pick_varied(model: nn.Module, io: onnx_io.EncoderIO, pool: int = 48):
     """A pool of inputs and the indices of three whose eager keep counts differ."""
     inputs = io.example(model.spec, pool, seed=11)
     kept = np.concatenate([_decisions(io, io.eager(model, {k: v[i:i + 1] for k, v in inputs.items()}))
@@ -37,7 +40,7 @@ def _pick_varied(model: MadtpCLIP, io: onnx_io.EncoderIO, pool: int = 48):
     return inputs, chosen[:3], chosen + rest
 
 
-def _against_invariant(model: MadtpCLIP, io: onnx_io.EncoderIO, batch: dict, got: dict, atol: float) -> dict:
+def _against_invariant(model: nn.Module, io: onnx_io.EncoderIO, batch: dict, got: dict, atol: float) -> dict:
     saved, model.capacity = model.capacity, None
     try:
         exact = onnx_io.encoder_io(model, io.encoder).eager(model, batch)
@@ -50,13 +53,15 @@ def _against_invariant(model: MadtpCLIP, io: onnx_io.EncoderIO, batch: dict, got
             "fits_equal_invariant": bool(diff <= atol and kept_equal)}
 
 
-def validate_against_eager(onnx_path: Path, model: MadtpCLIP, encoder: str, *, batch_sizes=(1, 8, 32),
+def validate_against_eager(onnx_path: Path, model: nn.Module, encoder: str, *, batch_sizes=(1, 8, 32),
                            precision: str = "fp32", atol: float | None = None, log=print) -> dict:
     from ..runtime import open_session
 
     atol = onnx_io.DEFAULT_ATOL[precision] if atol is None else atol
-    session = open_session(onnx_path, backend="ort")
+    from ..runtime.base import Contract
+
     io = onnx_io.encoder_io(model, encoder)
+    session = open_session(onnx_path, backend="ort", contract=Contract.of(io, model.spec, where=str(onnx_path)))
     inputs, varied, order = _pick_varied(model, io)
     cases = [("single", [i]) for i in varied]
     for b in batch_sizes:
@@ -69,7 +74,7 @@ def validate_against_eager(onnx_path: Path, model: MadtpCLIP, encoder: str, *, b
         got = session.run(batch)
         for out in io.output_names:
             if got[out].shape != want[out].shape:
-                raise ValidationError(f"{onnx_path}: output '{out}' has shape {got[out].shape}, eager "
+                raise WrongModelError(f"{onnx_path}: output '{out}' has shape {got[out].shape}, eager "
                                       f"{want[out].shape} ({label}); fix: re-export")
         diff = np.concatenate([np.abs(got[n] - want[n]).reshape(-1) for n in io.float_names])
         rel = diff / (np.concatenate([np.abs(want[n]).reshape(-1) for n in io.float_names]) + 1e-12)
@@ -91,6 +96,13 @@ def validate_against_eager(onnx_path: Path, model: MadtpCLIP, encoder: str, *, b
     worst = max(c["max_abs_diff"] for c in report["cases"])
     report["max_abs_diff"] = worst
     report["atol_that_would_pass"] = float(worst)
+    wrong = [c for c in report["cases"] if not c["kept_equal"] or not c.get("fits_equal_invariant", True)]
+    if wrong and precision == "fp32":
+        c = wrong[0]
+        raise WrongModelError(f"{onnx_path}: keep decisions differ from eager PyTorch in case {c['case']} "
+                              f"({c['kept_mismatched_instances']} of {c['batch']} instances; field "
+                              f"{'/'.join(io.exact_names)}): the graph prunes differently, a wrong model; fix: "
+                              f"rerun with --debug and report it (nothing was written)")
     if report["passed"]:
         log(f"  validated {onnx_path.name}: max |diff| {worst:.2e} <= atol {atol:g}, kept equal "
             f"({len(cases)} cases, keep counts {report['varied_inputs_kept']})")
@@ -98,7 +110,7 @@ def validate_against_eager(onnx_path: Path, model: MadtpCLIP, encoder: str, *, b
         bad = [c["case"] for c in report["cases"] if not c["passed"]]
         log(f"  WARNING: {onnx_path.name} FAILED validation in {', '.join(bad)}: max |diff| {worst:.2e} vs "
             f"atol {atol:g} (atol {worst:.2e} would have passed); kept equal: "
-            f"{all(c['kept_equal'] for c in report['cases'])}. The artifact is kept.")
+            f"{all(c['kept_equal'] for c in report['cases'])}. The artifact is kept (a float drift only).")
     return report
 
 
@@ -116,7 +128,7 @@ def validate_file(onnx_path: Path, log=print) -> dict:
         m, enc = sidecar["model"], sidecar["encoder"]
         source, mode, temperature = m["source"], m["mode"], m["temperature"]
     except (KeyError, TypeError) as exc:
-        raise VE(f"{sidecar_path}: field {exc} missing; fix: re-export") from None
+        raise VE(f"{sidecar_path}: field {exc} missing; fix: re-export") from exc
     check_sidecar_matches(onnx_path, sidecar_path, sidecar)
     beside = sidecar_path.parent / str(source)  # older sidecars: a path relative to the export's cwd
     if not Path(source).exists() and beside.exists():
@@ -133,26 +145,33 @@ def validate_file(onnx_path: Path, log=print) -> dict:
 def check_sidecar_matches(onnx_path: Path, sidecar_path: Path, sidecar: dict) -> None:
     """The .onnx is the file its sidecar describes (the same bytes, the same inputs), else a
     ValidationError: another model's, another encoder's or an unrelated graph is not compared."""
-    from .export import file_sha256
+    from ..files import file_sha256
+    from ..specs import spec_from_dict
 
     fix = "keep each .onnx with the .json written beside it, or re-export"
     want = sidecar.get("file_sha256")
     if want is not None and file_sha256(onnx_path) != want:
         raise ValidationError(f"{onnx_path}: its bytes differ from those recorded in {sidecar_path.name} "
                               f"(field 'file_sha256'); fix: {fix}")
-    if sidecar.get("encoder") not in ("image", "text", "nlvr"):
+    from ..families import of
+
+    try:
+        encoders = of(spec_from_dict(sidecar["model"]["spec"])).encoders
+    except (KeyError, TypeError) as exc:
+        raise ValidationError(f"{sidecar_path}: field {exc} missing; fix: {fix}") from exc
+    if sidecar.get("encoder") not in encoders:
         raise ValidationError(f"{sidecar_path}: field 'encoder' is {sidecar.get('encoder')!r}, expected "
-                              f"'image', 'text' or 'nlvr'; fix: {fix}")
+                              f"{' or '.join(map(repr, encoders))}; fix: {fix}")
     import onnx
 
     try:
         graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    except Exception as exc:  # noqa: BLE001 - protobuf's decode errors
-        raise ValidationError(f"{onnx_path}: not a readable ONNX model ({type(exc).__name__}); fix: re-export") from None
+    except Exception as exc:  # noqa: BLE001 - protobuf's decode errors (DecodeError has no public base here)
+        raise ValidationError(f"{onnx_path}: not a readable ONNX model ({type(exc).__name__}); fix: re-export") from exc
     names = [i.name for i in graph.input]
     want_names = [t["name"] for t in sidecar.get("io", {}).get("inputs", [])]
     if not want_names:  # older sidecars: the encoder's IO contract names them
-        want_names = onnx_io.input_names(sidecar["encoder"])
+        want_names = onnx_io.encoder_io(spec_from_dict(sidecar["model"]["spec"]), sidecar["encoder"]).input_names
     if names != want_names:
         raise ValidationError(f"{onnx_path}: graph inputs {names} differ from the {sidecar['encoder']} encoder's "
                               f"{want_names} in {sidecar_path.name}; fix: {fix}")

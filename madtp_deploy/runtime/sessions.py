@@ -1,33 +1,42 @@
-"""`open_session(path, backend=...)` -> Session with run(inputs: dict[str, np.ndarray]) -> dict.
+"""`open_session(path, backend=...)` -> a session with run(inputs: dict[str, np.ndarray]) -> dict.
 
-Every session ignores input keys its graph does not take and returns arrays it does not reuse.
-Backends: torch (eager), ort / ort-cuda (an exported .onnx), aoti (an AOTInductor .pt2 from
-`export --format aoti`), trt (a TensorRT engine from `madtp-deploy build`).
+Every backend is a `ContractSession` (runtime/base.py): inputs named and checked by the artifact's IO
+contract (extra keys ignored, a missing one named in the error), outputs keyed by the contract's names,
+fresh arrays returned. Backends: torch (eager), ort / ort-cuda (an exported .onnx), aoti (an
+AOTInductor .pt2 from `export --format aoti`), trt (a TensorRT engine from `madtp-deploy build`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..errors import RuntimeBackendError
+from .base import Contract, ContractSession
 
 BACKENDS = ("torch", "ort", "ort-cuda", "aoti", "trt")
+AOTI_SUFFIX = ".pt2"
 
 
 class Session(Protocol):
     backend: str
-    input_names: list[str]
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+    @property
+    def input_names(self) -> list[str]: ...
+
+    def run(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]: ...
 
 
-class OrtSession:
-    def __init__(self, path: Path, providers: list[str], threads: int | None = None, spinning: bool = True):
+class OrtSession(ContractSession):
+    def __init__(self, path: Path, providers: list[str], threads: int | None = None, spinning: bool = True,
+                 contract: Contract | None = None):
+        """`contract`: the IO contract when the caller has it (validation, before the sidecar is written);
+        default: read from the sidecar beside `path`."""
         import onnxruntime as ort
 
+        self.contract = contract or Contract.from_sidecar(path)  # before loading: a missing sidecar fails fast
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3  # constant folding warns about CastLike nodes it cannot fold
@@ -36,42 +45,57 @@ class OrtSession:
         if not spinning:  # idle pool threads otherwise spin and steal cores from another session
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.backend = "ort-cuda" if "CUDAExecutionProvider" in providers else "ort"
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
+                ort.capi.onnxruntime_pybind11_state.InvalidGraph, ort.capi.onnxruntime_pybind11_state.NoSuchFile,
+                RuntimeError) as exc:
+            raise RuntimeBackendError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]}); "
+                                      f"fix: pass an .onnx written by `madtp-deploy export`, or re-export") from exc
         if providers[0] not in self.session.get_providers():  # ORT falls back silently: refuse instead
             raise RuntimeBackendError(f"{path}: onnxruntime did not enable {providers[0]} "
                                       f"(active: {self.session.get_providers()}); fix: install the [gpu] extra "
                                       f"in an environment without onnxruntime, on a machine with CUDA")
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        self._check = _input_check(Path(path))
+        graph_inputs = [i.name for i in self.session.get_inputs()]
+        if graph_inputs != self.contract.input_names:
+            raise RuntimeBackendError(f"{path}: graph inputs {graph_inputs} differ from its sidecar's IO contract "
+                                      f"{self.contract.input_names}; fix: keep each .onnx with the .json written "
+                                      f"beside it, or re-export")
+        self._outputs = [o.name for o in self.session.get_outputs()]
 
-    def run(self, inputs):
-        feeds = {k: inputs[k] for k in self.input_names}  # extras ignored
-        if self._check is not None:
-            self._check(feeds)
-        outs = self.session.run(self.output_names, feeds)
-        return dict(zip(self.output_names, outs))
-
-
-def _input_check(path: Path):
-    """The eager model's input checks (NaN pixels, wrong sizes, 0-255 data, text without EOT or
-    [CLS]) for a CLIP or BLIP retrieval encoder graph, from the spec in its sidecar; None where there
-    is no such sidecar."""
-    import json
-
-    from ..onnx.io import encoder_io
-    from ..specs import spec_from_dict
-
-    try:
-        side = json.loads(path.with_suffix(".json").read_text())
-        spec = spec_from_dict(side["model"]["spec"])
-        io = encoder_io(spec, side["encoder"])
-    except Exception:  # noqa: BLE001 - no sidecar, or not an encoder's (NLVR2): nothing to check against
-        return None
-    return lambda feeds: io.check(spec, feeds)
+    def _run(self, feeds):
+        outs = dict(zip(self._outputs, self.session.run(self._outputs, feeds)))
+        return [outs[n] for n in self.output_names]
 
 
-class TorchSession:
+class AotiSession(ContractSession):
+    """An AOTInductor package (`export --format aoti`); outputs are fresh arrays."""
+
+    def __init__(self, path, **_):
+        import torch
+
+        path = Path(path)
+        if path.suffix != AOTI_SUFFIX or not path.is_file():
+            raise RuntimeBackendError(f"{path}: not an AOTInductor package (.pt2); fix: make one with "
+                                      f"`madtp-deploy export --format aoti`")
+        self.contract = Contract.from_sidecar(path)
+        self.backend = "aoti"
+        try:
+            self._runner = torch._inductor.aoti_load_package(str(path))
+        except (RuntimeError, OSError) as exc:  # the loader's errors (wrong CPU, corrupt file)
+            raise RuntimeBackendError(f"{path}: AOTInductor cannot load it ({str(exc).splitlines()[0][:200]}); "
+                                      f"fix: re-export on this machine (packages are compiled per CPU)") from exc
+
+    def _run(self, feeds):
+        import torch
+
+        tensors = [torch.as_tensor(np.ascontiguousarray(feeds[n])) for n in self.input_names]
+        with torch.inference_mode():
+            outs = self._runner(*tensors)
+        return [o.detach().cpu().numpy().copy() for o in outs]
+
+
+class TorchSession(ContractSession):
     """Eager PyTorch behind the same interface; `source` is anything madtp_deploy.load accepts."""
 
     def __init__(self, source, encoder: str, mode: str = "reference", temperature: float | None = None,
@@ -82,17 +106,18 @@ class TorchSession:
         self.backend = "torch"
         self.model = model if model is not None else load(source, mode=mode, temperature=temperature)
         self.io = encoder_io(self.model, encoder)
-        self.input_names = self.io.input_names
+        self.contract = Contract.of(self.io, self.model.spec)
 
-    def run(self, inputs):
-        return self.io.eager(self.model, self.io.feeds(inputs))
+    def _run(self, feeds):
+        out = self.io.eager(self.model, feeds)
+        return [out[n] for n in self.output_names]
 
 
 def available_backends() -> dict[str, str | None]:
     """backend -> None if usable here, else the reason it is not."""
     import onnxruntime as ort
 
-    out = {"torch": None, "ort": None, "aoti": None}
+    out: dict[str, str | None] = {"torch": None, "ort": None, "aoti": None}
     out["ort-cuda"] = None if "CUDAExecutionProvider" in ort.get_available_providers() else \
         "onnxruntime has no CUDAExecutionProvider here (CPU build, or no GPU): install the [gpu] extra on a GPU machine"
     try:
@@ -109,7 +134,6 @@ def open_session(path, backend: str = "ort", **kwargs) -> Session:
     if backend == "torch":
         return TorchSession(path, **kwargs)
     if backend == "aoti":
-        from ..aoti import AotiSession
         return AotiSession(path, **kwargs)
     path = Path(path)
     if backend == "trt" and path.suffix == ".onnx":
@@ -124,10 +148,4 @@ def open_session(path, backend: str = "ort", **kwargs) -> Session:
     if not path.is_file():
         raise RuntimeBackendError(f"{path}: no such ONNX file; fix: run `madtp-deploy export` first")
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if backend == "ort-cuda" else ["CPUExecutionProvider"]
-    try:
-        return OrtSession(path, providers, **kwargs)
-    except RuntimeBackendError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's load errors
-        raise RuntimeBackendError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]}); "
-                                  f"fix: re-export") from None
+    return OrtSession(path, providers, **kwargs)
