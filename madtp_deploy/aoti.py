@@ -25,6 +25,7 @@ import torch
 
 from .errors import DataError, ExportError
 from .files import atomic, write_text_atomic
+from . import families
 from .onnx import io as onnx_io
 
 SUFFIX = ".pt2"
@@ -71,7 +72,7 @@ def export_aoti(model, out_dir: Path, name: str, *, source: str, encoders=("imag
         path = out_dir / f"{name}.{encoder}{SUFFIX}"
         log(f"compiling {encoder} encoder with AOTInductor -> {path}")
         timing = compile_package(model, encoder, path, max_batch=max_batch)
-        sidecar = {"format": "aoti", "encoder": encoder, "io": io.to_dict(), "max_batch": max_batch,
+        sidecar = {"format": "aoti", "family": families.of(model).name, "encoder": encoder, "io": io.to_dict(), "max_batch": max_batch,
                    "shapes": "dynamic batch, data-dependent keep counts",
                    "model": {"source": source, "spec": model.spec.to_dict(), "temperature": model.temperature,
                              "mode": model.mode, "weights_sha256": weights_sha256(model)},

@@ -75,7 +75,7 @@ class CapacityProfile:
         try:
             return cls(**d)
         except TypeError as exc:
-            raise UsageError(f"{path}: malformed capacity profile ({exc}); fix: regenerate it") from None
+            raise UsageError(f"{path}: malformed capacity profile ({exc}); fix: regenerate it") from exc
 
 
 def profile_from_demand(encoder: str, demand: torch.Tensor, quantile: float, provenance: dict) -> CapacityProfile:
@@ -158,7 +158,7 @@ def make_static(model, source: str, name: str, quantile: float, data: Path | Non
                 out_dir: Path, log=print) -> dict[str, dict]:
     """Fit one profile per encoder, give the model those capacities, and record each profile as
     <out_dir>/<name>.<encoder>.capacity.json. Returns the profiles as dicts (for the sidecars)."""
-    from .onnx.export import weights_sha256
+    from .files import weights_sha256
 
     profiles = fit_profiles(model, ("image", "text"), quantile, data, samples, source, weights_sha256(model))
     apply(model, profiles)

@@ -39,7 +39,7 @@ class _Group(typer.core.TyperGroup):
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
         try:
-            rc = super().main(*args, standalone_mode=False, **kwargs)
+            rc = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[misc]
         except MadtpError as exc:
             _fail(str(exc), exc.exit_code, exc)
         except typer.exceptions.TyperException as exc:  # typer's (vendored click's) parse errors

@@ -68,7 +68,7 @@ def _probe(folder: Path, what: str, fix: str) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise OutputError(f"{what}: not writable ({exc.strerror or type(exc).__name__}); fix: {fix}") from None
+        raise OutputError(f"{what}: not writable ({exc.strerror or type(exc).__name__}); fix: {fix}") from exc
     finally:
         for d in created:  # deepest first; only folders this probe made, and only while empty
             try:
@@ -155,10 +155,10 @@ def read_json(path, error: type[MadtpError], missing: str, fix: str):
     path = Path(path)
     try:
         return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise error(f"{path}: {missing}; fix: {fix}") from None
+    except FileNotFoundError as exc:
+        raise error(f"{path}: {missing}; fix: {fix}") from exc
     except json.JSONDecodeError as exc:
-        raise error(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno}); fix: {fix}") from None
+        raise error(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno}); fix: {fix}") from exc
 
 
 def file_sha256(path) -> str:

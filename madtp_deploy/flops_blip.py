@@ -143,9 +143,9 @@ def describe(model) -> list[tuple[str, str]]:
         ]
     else:
         img = image_flops(s, torch.full((1, s.vision_layers), s.vision_tokens, dtype=torch.long), False)
-        t = torch.full((1,), RETRIEVAL_TEXT_TOKENS, dtype=torch.long)
-        txt = text_flops(s, t, t[:, None].expand(-1, s.text_layers), [], False)
-        itm = text_flops(s, t, t[:, None].expand(-1, s.text_layers), [torch.tensor([s.vision_tokens])], False)
+        tt = torch.full((1,), RETRIEVAL_TEXT_TOKENS, dtype=torch.long)
+        txt = text_flops(s, tt, tt[:, None].expand(-1, s.text_layers), [], False)
+        itm = text_flops(s, tt, tt[:, None].expand(-1, s.text_layers), [torch.tensor([s.vision_tokens])], False)
         rows += [
             ("image GFLOPs (2/MAC, dense)", f"{img.gflops.item() + 2 * s.vision_width * s.embed_dim / 1e9:.4f}"),
             (f"text GFLOPs (2/MAC, dense, {RETRIEVAL_TEXT_TOKENS} tokens)",

@@ -44,5 +44,5 @@ def parse_mode(value, where: str = "mode") -> Mode:
     """A Mode from a Mode or its name; anything else is a one-line UsageError."""
     try:
         return Mode(value)
-    except ValueError:
-        raise UsageError(f"{where} {value!r}: not a batch mode; fix: use one of {', '.join(MODES)}") from None
+    except ValueError as exc:
+        raise UsageError(f"{where} {value!r}: not a batch mode; fix: use one of {', '.join(MODES)}") from exc

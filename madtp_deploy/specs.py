@@ -16,6 +16,15 @@ class _Geometry:
     """What every spec (a ViT beside a text transformer) shares: the patch grid, the round trip
     through a dict (unknown fields refused) and the geometry checks."""
 
+    # fields every spec dataclass declares (annotations only: not fields of this plain base)
+    name: str
+    image_size: int
+    patch_size: int
+    vision_width: int
+    vision_heads: int
+    text_width: int
+    text_heads: int
+
     @property
     def grid(self) -> int:
         return self.image_size // self.patch_size
@@ -25,11 +34,11 @@ class _Geometry:
         return self.grid * self.grid + 1
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self)  # type: ignore[call-overload]  # subclasses are dataclasses
 
     @classmethod
     def from_dict(cls, d: dict):
-        fields = {f.name for f in dataclasses.fields(cls)}
+        fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(d) - fields)
         if unknown:
             raise SpecError(f"spec: unknown field(s) {', '.join(unknown)}; fix: remove them")
@@ -79,23 +88,23 @@ class ClipSpec(_Geometry):
         return self
 
 
-_REGISTRY: dict[str, ClipSpec] = {}
+_REGISTRY: dict[str, Spec] = {}
 
 
-def register(spec: ClipSpec) -> ClipSpec:
+def register(spec: Spec) -> Spec:
     _REGISTRY[spec.name] = spec.validate()
     return spec
 
 
-def get_spec(name: str) -> ClipSpec:
+def get_spec(name: str) -> Spec:
     try:
         return _REGISTRY[name]
-    except KeyError:
+    except KeyError as exc:
         raise SpecError(f"model {name!r}: not a registered spec, file or directory; "
-                        f"fix: use one of {', '.join(sorted(_REGISTRY))} or a path") from None
+                        f"fix: use one of {', '.join(sorted(_REGISTRY))} or a path") from exc
 
 
-def spec_from_dict(d: dict):
+def spec_from_dict(d: dict) -> Spec:
     """A spec recorded as a dict (sidecars, checkpoints): BLIP's carry a task, CLIP's do not."""
     return BlipSpec.from_dict(d) if "task" in d else ClipSpec.from_dict(d)
 
@@ -168,3 +177,6 @@ register(BlipSpec("blip-nlvr-tiny", "nlvr", 32, 8, 128, 2, 2, 256, 64, 128, 2, 2
                   merge_from=1, sd_num=16, sd_dim=128))
 register(BlipSpec("blip-retrieval-tiny", "retrieval", 32, 8, 128, 2, 2, 256, 64, 128, 2, 2, 256,
                   max_positions=32, embed_dim=64, sd_num=16, sd_dim=128))
+
+
+Spec = ClipSpec | BlipSpec  # every registered geometry; its family is madtp_deploy.families.of(spec)

@@ -31,7 +31,8 @@ QUANTILES = (0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 
 def shipped_curve(root: Path, work: Path) -> dict:
     from madtp_deploy.benchmark import timing
-    from madtp_deploy.onnx.export import export_model, weights_sha256
+    from madtp_deploy.files import weights_sha256
+    from madtp_deploy.onnx.export import export_model
     from madtp_deploy.runtime import open_session
 
     m = madtp_deploy.load("shipped", mode="invariant")

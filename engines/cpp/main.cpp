@@ -6,7 +6,11 @@
 // IMAGE.raw (written by madtp_deploy.aoti.write_raw): 8 bytes "MADTPRAW", int64 rank, int64 dims,
 // float32 data, all little-endian; [3,H,W] or [B,3,H,W]. The files are stacked into one batch.
 // Prints one JSON object: backend, batch, embeds [B][E], kept [B][layers] (tokens each instance
-// keeps after each layer), latency_ms (mean, min, max over --repeat runs after --warmup runs).
+// keeps after each layer), overflow [B][layers] (static graphs: which instance wanted more slots
+// than a layer has; absent otherwise), latency_ms (mean, min, max over --repeat runs after --warmup
+// runs). The TensorRT backend binds its buffers and copies the images in before the timed runs,
+// and the outputs out after them: its latency is the engine's (enqueueV3 + sync); the AOTInductor
+// package's includes its own host work, as a call of the package does.
 
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <ATen/ATen.h>
@@ -18,6 +22,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <utility>
 #include <iomanip>
 #include <iostream>
 #include <memory>
@@ -81,7 +86,20 @@ at::Tensor read_raw(const std::string& path) {
   return rank == 3 ? t.unsqueeze(0) : t;
 }
 
-using Runner = std::function<std::vector<at::Tensor>(const at::Tensor&)>;
+using Named = std::vector<std::pair<std::string, at::Tensor>>;
+
+// A backend as the latency loop sees it: prepare once (untimed), step (timed), fetch the outputs.
+struct Runner {
+  std::function<void()> prepare = [] {};
+  std::function<void()> step;
+  std::function<Named()> fetch;
+};
+
+const at::Tensor* find(const Named& outs, const std::string& name) {
+  for (const auto& [n, t] : outs)
+    if (n == name) return &t;
+  return nullptr;
+}
 
 void print_matrix(const at::Tensor& t) {
   auto c = t.contiguous();
@@ -90,7 +108,8 @@ void print_matrix(const at::Tensor& t) {
     std::cout << (i ? ", [" : "[");
     for (int64_t j = 0; j < c.size(1); ++j) {
       if (j) std::cout << ", ";
-      if (c.scalar_type() == at::kFloat) std::cout << c[i][j].item<float>();
+      if (c.scalar_type() == at::kBool) std::cout << (c[i][j].item<bool>() ? "true" : "false");
+      else if (c.is_floating_point()) std::cout << c[i][j].item<float>();
       else std::cout << c[i][j].item<int64_t>();
     }
     std::cout << "]";
@@ -117,36 +136,53 @@ int main(int argc, char** argv) {
 #ifdef MADTP_WITH_TENSORRT
     std::unique_ptr<madtp::TrtEngine> engine;
 #endif
+    std::vector<at::Tensor> aoti_out;
     if (!args.package.empty()) {
       backend = "aoti";
       loader = std::make_unique<torch::inductor::AOTIModelPackageLoader>(args.package);
-      run = [&](const at::Tensor& x) { return loader->run({x}); };
+      run.step = [&] { aoti_out = loader->run({pixels}); };
+      run.fetch = [&] {  // the exported graph's outputs, in its order (onnx/io.py)
+        Named named;
+        const char* names[] = {"embeds", "kept", "overflow"};
+        for (std::size_t i = 0; i < aoti_out.size() && i < 3; ++i) named.emplace_back(names[i], aoti_out[i]);
+        return named;
+      };
     } else {
 #ifdef MADTP_WITH_TENSORRT
       backend = "trt";
       engine = std::make_unique<madtp::TrtEngine>(args.engine);
-      run = [&](const at::Tensor& x) { return engine->run(x); };
+      run.prepare = [&] { engine->prepare(pixels); };
+      run.step = [&] { engine->execute(); };
+      run.fetch = [&] { return engine->outputs(); };
 #endif
     }
 
     c10::InferenceMode guard;
-    std::vector<at::Tensor> out;
-    for (int i = 0; i < args.warmup; ++i) out = run(pixels);
+    run.prepare();
+    for (int i = 0; i < args.warmup; ++i) run.step();
     std::vector<double> ms;
     for (int i = 0; i < args.repeat; ++i) {
       auto t0 = std::chrono::steady_clock::now();
-      out = run(pixels);
+      run.step();
       ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     }
-    if (out.size() < 2) throw std::runtime_error("the model returned " + std::to_string(out.size()) +
-                                                 " outputs; expected embeds and kept");
+    Named out = run.fetch();
+    const at::Tensor* embeds = find(out, "embeds");
+    const at::Tensor* kept = find(out, "kept");
+    const at::Tensor* overflow = find(out, "overflow");
+    if (!embeds || !kept) throw std::runtime_error("the model returned " + std::to_string(out.size()) +
+                                                   " outputs; expected embeds and kept");
     double mean = 0;
     for (double v : ms) mean += v / ms.size();
     std::cout << std::setprecision(9) << "{\"backend\": \"" << backend << "\", \"batch\": " << pixels.size(0)
               << ", \"embeds\": ";
-    print_matrix(out[0].to(at::kCPU));
+    print_matrix(embeds->to(at::kCPU).to(at::kFloat));
     std::cout << ", \"kept\": ";
-    print_matrix(out[1].to(at::kCPU).to(at::kLong));
+    print_matrix(kept->to(at::kCPU).to(at::kLong));
+    if (overflow) {
+      std::cout << ", \"overflow\": ";
+      print_matrix(overflow->to(at::kCPU).to(at::kBool));
+    }
     std::cout << ", \"latency_ms\": {\"mean\": " << mean << ", \"min\": " << *std::min_element(ms.begin(), ms.end())
               << ", \"max\": " << *std::max_element(ms.begin(), ms.end()) << ", \"runs\": " << ms.size() << "}}\n";
   } catch (const std::exception& e) {

@@ -60,7 +60,7 @@ def machinery_share(path: Path, feeds: list[dict], runs: int = 20) -> dict:
         for i in range(runs):
             s.run(None, feeds[i % len(feeds)])
         events = json.loads(Path(s.end_profiling()).read_text())
-    total = defaultdict(float)
+    total: defaultdict[str, float] = defaultdict(float)
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
             node = e["name"][: -len("_kernel_time")]

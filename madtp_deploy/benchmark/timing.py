@@ -45,8 +45,8 @@ def time_interleaved(fns: dict, batches: list, warmup_s: float, min_runs: int, m
         for fn in fns.values():
             fn(batches[i % len(batches)])
         i += 1
-    lat = {k: [] for k in fns}
-    outs = {k: [] for k in fns}
+    lat: dict[str, list] = {k: [] for k in fns}
+    outs: dict[str, list] = {k: [] for k in fns}
     n, started = 0, time.perf_counter()
     while n < min_runs or time.perf_counter() - started < min_time_s:
         b = batches[n % len(batches)]

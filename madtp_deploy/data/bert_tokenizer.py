@@ -24,7 +24,7 @@ class BlipTokenizer:
             self.tok = BertTokenizer.from_pretrained(str(directory), local_files_only=True)
         except Exception as exc:  # noqa: BLE001 - transformers raises many types for bad files
             raise DataError(f"{directory}/vocab.txt: not a usable WordPiece vocabulary ({type(exc).__name__}); "
-                            f"fix: pass bert-base-uncased's vocab.txt") from None
+                            f"fix: pass bert-base-uncased's vocab.txt") from exc
         self.tok.add_special_tokens({"bos_token": "[DEC]"})
         self.tok.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
         self.dec_id, self.enc_id = self.tok.convert_tokens_to_ids(["[DEC]", "[ENC]"])

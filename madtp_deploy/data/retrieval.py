@@ -18,19 +18,19 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def preprocess(img: Image.Image, size: int) -> torch.Tensor:
     """Bicubic resize to a square, CLIP mean/std. [3, size, size] float32."""
-    arr = np.asarray(img.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32) / 255.0
-    arr = (arr - np.array(CLIP_MEAN, dtype=np.float32)) / np.array(CLIP_STD, dtype=np.float32)
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    rgb = np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
+    arr = (rgb / np.float32(255.0) - np.array(CLIP_MEAN, dtype=np.float32)) / np.array(CLIP_STD, dtype=np.float32)
+    return torch.from_numpy(arr.astype(np.float32)).permute(2, 0, 1).contiguous()
 
 
 def load_image(path: Path, size: int, where: str) -> torch.Tensor:
     try:
         with Image.open(path) as img:
             return preprocess(img, size)
-    except FileNotFoundError:
-        raise DataError(f"{where}: image {path} not found; fix: check the image root") from None
+    except FileNotFoundError as exc:
+        raise DataError(f"{where}: image {path} not found; fix: check the image root") from exc
     except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{where}: image {path} unreadable ({type(exc).__name__}); fix: replace the file") from None
+        raise DataError(f"{where}: image {path} unreadable ({type(exc).__name__}); fix: replace the file") from exc
 
 
 @dataclass
@@ -62,7 +62,12 @@ def load_split(annotation: Path, image_root: Path | None = None) -> RetrievalSpl
     if not isinstance(entries, list) or not entries:
         raise DataError(f"{annotation}: expected a non-empty JSON list of {{'image', 'caption'}} entries; "
                         f"fix: write BLIP's retrieval annotation format (see `madtp-deploy make-data`)")
-    images, index, captions, txt2img, img2txt, caption_where = [], {}, [], [], [], []
+    images: list[Path] = []
+    index: dict[str, int] = {}
+    captions: list[str] = []
+    txt2img: list[int] = []
+    img2txt: list[list[int]] = []
+    caption_where: list = []
     for n, e in enumerate(entries):
         where = f"{annotation}[{n}]"
         if not isinstance(e, dict) or "image" not in e or "caption" not in e:

@@ -113,7 +113,7 @@ def generate(root: Path, n_train: int = 4000, n_val: int = 300, n_test: int = 50
     rng = random.Random(seed)
     splits = {"train": n_train, "val": n_val, "test": n_test}
     for split, n in splits.items():
-        entries = []
+        entries: list[dict] = []
         for i in range(n):
             shapes = _place(rng, rng.randint(1, 4))
             rel = f"images/{split}_{i:05d}.png"

@@ -43,10 +43,10 @@ class WordTokenizer:
             words = json.loads(Path(path).read_text())["words"]
             if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
                 raise TypeError
-        except FileNotFoundError:
-            raise DataError(f"{path}: vocabulary file missing; fix: generate the dataset again") from None
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise DataError(f"{path}: field 'words' missing or invalid; fix: a JSON object {{'words': [...]}}") from None
+        except FileNotFoundError as exc:
+            raise DataError(f"{path}: vocabulary file missing; fix: generate the dataset again") from exc
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise DataError(f"{path}: field 'words' missing or invalid; fix: a JSON object {{'words': [...]}}") from exc
         return cls(words, vocab_size, context_length)
 
     def encode(self, caption: str, where: str = "caption") -> list[int]:
@@ -81,7 +81,7 @@ class HFTokenizer:
             self.tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
         except Exception as exc:  # noqa: BLE001
             raise DataError(f"{directory}: no usable tokenizer files ({type(exc).__name__}); fix: pass a "
-                            f"directory with tokenizer.json or vocab.json + merges.txt") from None
+                            f"directory with tokenizer.json or vocab.json + merges.txt") from exc
         self.context_length = context_length
 
     def __call__(self, captions: list[str], where="captions"):
@@ -106,11 +106,11 @@ def openai_bpe_tokenizer(bpe_path: Path, context_length: int = 77) -> HFTokenize
             lines = f.read().split("\n")[1:49152 - 256 - 2 + 1]
     except (OSError, EOFError) as exc:
         raise DataError(f"{bpe_path}: not a readable gzip BPE vocabulary ({exc}); fix: pass "
-                        f"bpe_simple_vocab_16e6.txt.gz") from None
+                        f"bpe_simple_vocab_16e6.txt.gz") from exc
     merges = [tuple(m.split()) for m in lines if m]
     vocab = list(bytes_to_unicode().values())
     vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
     tok = HFTokenizer.__new__(HFTokenizer)
-    tok.tok = CLIPTokenizer(vocab={v: i for i, v in enumerate(vocab)}, merges=merges)
+    tok.tok = CLIPTokenizer(vocab={v: i for i, v in enumerate(vocab)}, merges=merges)  # type: ignore[arg-type]  # pairs are accepted
     tok.context_length = context_length
     return tok

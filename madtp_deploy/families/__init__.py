@@ -119,8 +119,8 @@ def names() -> list[str]:
 def get(name: str) -> Family:
     try:
         return _FAMILIES[name]
-    except KeyError:
-        raise UsageError(f"family {name!r}: unknown; fix: use one of {', '.join(_FAMILIES)}") from None
+    except KeyError as exc:
+        raise UsageError(f"family {name!r}: unknown; fix: use one of {', '.join(_FAMILIES)}") from exc
 
 
 def of(spec_or_model) -> Family:
@@ -131,6 +131,16 @@ def of(spec_or_model) -> Family:
             return fam
     raise UsageError(f"spec {getattr(spec, 'name', spec)!r}: no registered family takes a "
                      f"{type(spec).__name__}; fix: register one in madtp_deploy/families/")
+
+
+def spec_from_record(record: dict):
+    """The spec an artifact's sidecar records: by its `family` field (every export writes it), else
+    (older sidecars) by the spec's own fields."""
+    from ..specs import spec_from_dict
+
+    name = record.get("family")
+    spec = record["model"]["spec"]
+    return get(name).spec_type.from_dict(spec) if name else spec_from_dict(spec)
 
 
 def having_feature(feature: str) -> list[Family]:

@@ -10,9 +10,9 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import nn
 
 from ..errors import ExportError
 from ..files import clean_stale_staging, file_sha256, weights_sha256
@@ -61,7 +61,7 @@ def check_output_dir(out: Path) -> None:
                           f"that you can write to") from exc
 
 
-def _export_one(model: nn.Module, io: onnx_io.EncoderIO, path: Path, opset: int, max_batch: int) -> None:
+def _export_one(model: Any, io: onnx_io.EncoderIO, path: Path, opset: int, max_batch: int) -> None:
     dims = {"batch": torch.export.Dim("batch", min=1, max=max_batch)}
     dims |= {a: torch.export.Dim(a, min=io.min_sizes[a], max=io.max_sizes[a]) for a in io.max_sizes}
     dyn = {"inputs": tuple({i: dims[a] for i, a in enumerate(t.axes) if isinstance(a, str)} for t in io.inputs)}
@@ -76,10 +76,11 @@ def _export_one(model: nn.Module, io: onnx_io.EncoderIO, path: Path, opset: int,
                                  # (kept counts differ from eager when one instance skips a layer and
                                  # another prunes); onnxruntime's own graph optimizations are safe.
                                  optimize=False)
+        assert prog is not None  # dynamo=True always returns a program
         prog.save(str(path), external_data=False)
 
 
-def export_model(model: nn.Module, out_dir: Path, name: str, *, source: str, opset: int = DEFAULT_OPSET,
+def export_model(model: Any, out_dir: Path, name: str, *, source: str, opset: int = DEFAULT_OPSET,
                  max_batch: int = 64, validate: bool = True, batch_sizes=(1, 8, 32), log=print,
                  encoders=None, weights_hash: str | None = None, fold: bool = True,
                  capacity_profiles: dict | None = None) -> list[Path]:
@@ -98,7 +99,9 @@ def export_model(model: nn.Module, out_dir: Path, name: str, *, source: str, ops
     check_output_dir(out_dir)
     clean_stale_staging(out_dir, ".export-")  # what a killed export left behind
     model = model.eval()
-    common = {"model": {"source": source, "spec": model.spec.to_dict(), "temperature": model.temperature,
+    from ..families import of
+
+    common: dict[str, Any] = {"family": of(model).name, "model": {"source": source, "spec": model.spec.to_dict(), "temperature": model.temperature,
                         "mode": model.mode, "weights_sha256": weights_hash or weights_sha256(model),
                         "graph_code_sha256": graph_code_sha256(model)},
               "opset": opset, "exporter": "torch.onnx.export(dynamo=True)", "versions": versions(),

@@ -51,13 +51,13 @@ def fold_file(src: Path, dst: Path | None = None) -> dict:
     try:
         model = onnx.load(str(src))
     except Exception as exc:  # noqa: BLE001 - protobuf/IO errors
-        raise ExportError(f"{src}: cannot read the ONNX file ({exc}); fix: re-export") from None
+        raise ExportError(f"{src}: cannot read the ONNX file ({exc}); fix: re-export") from exc
     try:
         folded = fold_constants(model)
     except Exception as exc:  # noqa: BLE001 - onnx-graphsurgeon/onnxruntime evaluation errors
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"{src}: constant folding failed ({first}); fix: export without folding and "
-                          f"report the graph") from None
+                          f"report the graph") from exc
     with atomic(dst) as tmp:
         onnx.save(folded, str(tmp))
     return {"nodes_before": len(model.graph.node), "nodes_after": len(folded.graph.node),

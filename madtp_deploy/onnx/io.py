@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from ..specs import BlipSpec, ClipSpec
+from ..specs import BlipSpec, ClipSpec, Spec
 
 DEFAULT_ATOL = {"fp32": 1e-4, "fp16": 1e-2, "int8": 5e-2}
 MIN_TEXT_LEN = 3  # SOT, one word, EOT
@@ -64,8 +64,8 @@ class EncoderIO:
     outputs: tuple[TensorSpec, ...]
     encode: Callable = field(repr=False, compare=False)    # (model, *tensors) -> Encoded
     examples: Callable = field(repr=False, compare=False)  # (spec, n, seed) -> tuple of tensors
-    dataset: Callable = field(default=None, repr=False, compare=False)  # (spec, split, root, idx) -> tensors
-    checks: Callable = field(default=None, repr=False, compare=False)   # (spec, *tensors) -> None or raise
+    dataset: Callable | None = field(default=None, repr=False, compare=False)  # (spec, split, root, idx) -> tensors
+    checks: Callable | None = field(default=None, repr=False, compare=False)   # (spec, *tensors) -> None or raise
     unit: str = "inputs"                                    # what one instance is: "images", "captions"
     max_sizes: dict = field(default_factory=dict)           # upper bounds of dynamic axes (besides batch)
     min_sizes: dict = field(default_factory=dict)
@@ -91,7 +91,7 @@ class EncoderIO:
     def wrapper(self, model) -> nn.Module:
         return _Wrapper(model, self.encode, self.output_names)
 
-    def example(self, spec: ClipSpec, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    def example(self, spec: Spec, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
         """n inputs whose keep counts differ (structured images, captions of varied length)."""
         return dict(zip(self.input_names, self.examples(spec, n, seed)))
 
@@ -99,14 +99,16 @@ class EncoderIO:
         """How many instances of this encoder a dataset split holds."""
         return len(split.images) if self.unit == "images" else len(split.captions)
 
-    def from_dataset(self, spec: ClipSpec, split, root, idx) -> dict[str, torch.Tensor]:
+    def from_dataset(self, spec: Spec, split, root, idx) -> dict[str, torch.Tensor]:
         """Named inputs for the instances `idx` of a dataset split (images preprocessed, captions
         tokenized with the dataset folder's tokenizer)."""
+        assert self.dataset is not None, f"{self.encoder}: no dataset reader in this contract"
         return dict(zip(self.input_names, self.dataset(spec, split, root, list(idx))))
 
-    def check(self, spec: ClipSpec, inputs: dict) -> None:
+    def check(self, spec: Spec, inputs: dict) -> None:
         """The model's input checks on named inputs (numpy or torch): NaN, sizes, ranges, EOT."""
-        self.checks(spec, *(torch.as_tensor(inputs[n]) for n in self.input_names))
+        if self.checks is not None:
+            self.checks(spec, *(torch.as_tensor(inputs[n]) for n in self.input_names))
 
     @property
     def static(self) -> bool:
@@ -140,7 +142,8 @@ class EncoderIO:
                              f"fix: choose lengths within the model's context")
         out = {}
         for t in self.inputs:
-            out[t.name] = tuple(t.shape({"batch": b, "seq": s}) for b, s in zip(batch, seq))
+            lo_s, opt_s, hi_s = (t.shape({"batch": b, "seq": s}) for b, s in zip(batch, seq))
+            out[t.name] = (lo_s, opt_s, hi_s)
         return out
 
     def to_dict(self) -> dict:
@@ -151,7 +154,7 @@ class EncoderIO:
 
 # -- the two CLIP encoders --------------------------------------------------------------------------
 
-def sample_images(spec: ClipSpec, n: int, seed: int = 0) -> tuple[torch.Tensor]:
+def sample_images(spec: Spec, n: int, seed: int = 0) -> tuple[torch.Tensor]:
     """Structured images (blobs on gradients at varied contrast) that give varied keep counts."""
     s = spec.image_size
     g = torch.Generator().manual_seed(seed)
@@ -207,7 +210,7 @@ def _captions(spec: ClipSpec, split, root, idx):
     return split.tokenize(dataset.tokenizer_for(root, spec), idx)
 
 
-def _outputs(spec: ClipSpec, layers: int, static: bool) -> tuple[TensorSpec, ...]:
+def _outputs(spec: Spec, layers: int, static: bool) -> tuple[TensorSpec, ...]:
     out = (TensorSpec("embeds", "float32", ("batch", spec.embed_dim)), TensorSpec("kept", "int64", ("batch", layers)))
     # static graphs (fixed capacities) say which instance wanted more slots than a layer has
     return out + ((TensorSpec("overflow", "bool", ("batch", layers)),) if static else ())

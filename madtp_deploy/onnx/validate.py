@@ -16,7 +16,7 @@ import torch
 
 from ..errors import ValidationError, WrongModelError
 from ..files import read_json
-from torch import nn
+from typing import Any
 from . import io as onnx_io
 
 
@@ -25,7 +25,7 @@ def _decisions(io: onnx_io.EncoderIO, out: dict) -> np.ndarray:
     return np.concatenate([out[n].reshape(len(out[n]), -1).astype(np.int64) for n in io.exact_names], 1)
 
 
-def _pick_varied(model: nn.Module, io: onnx_io.EncoderIO, pool: int = 48):
+def _pick_varied(model: Any, io: onnx_io.EncoderIO, pool: int = 48):
     """A pool of inputs and the indices of three whose eager keep counts differ."""
     inputs = io.example(model.spec, pool, seed=11)
     kept = np.concatenate([_decisions(io, io.eager(model, {k: v[i:i + 1] for k, v in inputs.items()}))
@@ -40,7 +40,7 @@ def _pick_varied(model: nn.Module, io: onnx_io.EncoderIO, pool: int = 48):
     return inputs, chosen[:3], chosen + rest
 
 
-def _against_invariant(model: nn.Module, io: onnx_io.EncoderIO, batch: dict, got: dict, atol: float) -> dict:
+def _against_invariant(model: Any, io: onnx_io.EncoderIO, batch: dict, got: dict, atol: float) -> dict:
     saved, model.capacity = model.capacity, None
     try:
         exact = onnx_io.encoder_io(model, io.encoder).eager(model, batch)
@@ -53,7 +53,7 @@ def _against_invariant(model: nn.Module, io: onnx_io.EncoderIO, batch: dict, got
             "fits_equal_invariant": bool(diff <= atol and kept_equal)}
 
 
-def validate_against_eager(onnx_path: Path, model: nn.Module, encoder: str, *, batch_sizes=(1, 8, 32),
+def validate_against_eager(onnx_path: Path, model: Any, encoder: str, *, batch_sizes=(1, 8, 32),
                            precision: str = "fp32", atol: float | None = None, log=print) -> dict:
     from ..runtime import open_session
 
@@ -67,7 +67,7 @@ def validate_against_eager(onnx_path: Path, model: nn.Module, encoder: str, *, b
     for b in batch_sizes:
         idx = [order[j % len(order)] for j in range(b)]
         cases.append((f"batch{b}", idx))
-    report = {"atol": atol, "precision": precision, "varied_inputs_kept": [], "cases": [], "passed": True}
+    report: dict[str, Any] = {"atol": atol, "precision": precision, "varied_inputs_kept": [], "cases": [], "passed": True}
     for label, idx in cases:
         batch = {k: v[idx].numpy() for k, v in inputs.items()}
         want = io.eager(model, batch)
@@ -145,18 +145,16 @@ def validate_file(onnx_path: Path, log=print) -> dict:
 def check_sidecar_matches(onnx_path: Path, sidecar_path: Path, sidecar: dict) -> None:
     """The .onnx is the file its sidecar describes (the same bytes, the same inputs), else a
     ValidationError: another model's, another encoder's or an unrelated graph is not compared."""
+    from ..families import of, spec_from_record
     from ..files import file_sha256
-    from ..specs import spec_from_dict
 
     fix = "keep each .onnx with the .json written beside it, or re-export"
     want = sidecar.get("file_sha256")
     if want is not None and file_sha256(onnx_path) != want:
         raise ValidationError(f"{onnx_path}: its bytes differ from those recorded in {sidecar_path.name} "
                               f"(field 'file_sha256'); fix: {fix}")
-    from ..families import of
-
     try:
-        encoders = of(spec_from_dict(sidecar["model"]["spec"])).encoders
+        encoders = of(spec_from_record(sidecar)).encoders
     except (KeyError, TypeError) as exc:
         raise ValidationError(f"{sidecar_path}: field {exc} missing; fix: {fix}") from exc
     if sidecar.get("encoder") not in encoders:
@@ -171,7 +169,7 @@ def check_sidecar_matches(onnx_path: Path, sidecar_path: Path, sidecar: dict) ->
     names = [i.name for i in graph.input]
     want_names = [t["name"] for t in sidecar.get("io", {}).get("inputs", [])]
     if not want_names:  # older sidecars: the encoder's IO contract names them
-        want_names = onnx_io.encoder_io(spec_from_dict(sidecar["model"]["spec"]), sidecar["encoder"]).input_names
+        want_names = onnx_io.encoder_io(spec_from_record(sidecar), sidecar["encoder"]).input_names
     if names != want_names:
         raise ValidationError(f"{onnx_path}: graph inputs {names} differ from the {sidecar['encoder']} encoder's "
                               f"{want_names} in {sidecar_path.name}; fix: {fix}")

@@ -43,8 +43,8 @@ class Contract:
     def from_sidecar(cls, artifact: Path) -> "Contract":
         """The contract recorded beside `artifact` (<stem>.json). A missing sidecar is an error: a
         session without it could not check its inputs (re-export writes it)."""
+        from ..families import spec_from_record
         from ..onnx.io import encoder_io
-        from ..specs import spec_from_dict
 
         side_path = Path(artifact).with_suffix(".json")
         try:
@@ -56,7 +56,7 @@ class Contract:
             raise RuntimeBackendError(f"{side_path}: unreadable sidecar ({exc}); fix: re-export with "
                                       f"`madtp-deploy export`") from exc
         try:
-            spec = spec_from_dict(side["model"]["spec"])
+            spec = spec_from_record(side)
             encoder = side["encoder"]
             static = side.get("shapes") == "static"
         except (KeyError, TypeError) as exc:

@@ -71,7 +71,8 @@ class OrtSession(ContractSession):
 class AotiSession(ContractSession):
     """An AOTInductor package (`export --format aoti`); outputs are fresh arrays."""
 
-    def __init__(self, path, **_):
+    def __init__(self, path, runner=None, **_):
+        """`runner`: a loaded package's callable (tests pass a fake); default: load `path`."""
         import torch
 
         path = Path(path)
@@ -80,6 +81,9 @@ class AotiSession(ContractSession):
                                       f"`madtp-deploy export --format aoti`")
         self.contract = Contract.from_sidecar(path)
         self.backend = "aoti"
+        if runner is not None:
+            self._runner = runner
+            return
         try:
             self._runner = torch._inductor.aoti_load_package(str(path))
         except (RuntimeError, OSError) as exc:  # the loader's errors (wrong CPU, corrupt file)

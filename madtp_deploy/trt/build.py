@@ -8,7 +8,9 @@ installed on the development machines; written against the TensorRT 11 / polygra
   Q/DQ graphs from quant/); no builder precision flags (`CreateConfig(fp16=True)` aborts on TRT 11).
 - The graph is constant-folded first if its sidecar says it was not (madtp_deploy.onnx.fold).
 - Engines are cached under `engines/` by ONNX hash, profile, precision, TensorRT version and compute
-  capability, each with a JSON sidecar; one timing cache is shared by all builds.
+  capability (asked of the CUDA driver through cuda-python, not torch), each with a JSON sidecar
+  (the graph's IO contract, model and shapes: what the TensorRT session checks its inputs against);
+  one timing cache is shared by all builds.
 """
 
 from __future__ import annotations
@@ -107,13 +109,35 @@ def trt_version() -> str:
     return tensorrt.__version__
 
 
-def compute_capability() -> str:
-    """'sm_90' for the current GPU (through torch's CUDA build)."""
-    import torch
+NO_CUDA_PYTHON = ("cuda-python is not installed (import cuda.bindings.driver failed); fix: pip install "
+                  "'madtp-deploy[trt]' (it holds cuda-bindings) on the GPU machine")
 
-    if not torch.cuda.is_available():
-        raise RuntimeBackendError("no CUDA GPU visible to torch; fix: build engines on the GPU that will run them")
-    major, minor = torch.cuda.get_device_capability()
+
+def compute_capability(device: int = 0) -> str:
+    """'sm_90' for CUDA device `device` as the CUDA driver numbers it (CUDA_VISIBLE_DEVICES applies),
+    asked through cuda-python, not torch: the project's environment holds the CPU build of torch."""
+    try:
+        from cuda.bindings import driver
+    except ImportError:
+        raise RuntimeBackendError(NO_CUDA_PYTHON) from None
+
+    def call(name, *args):
+        try:
+            err, *value = getattr(driver, name)(*args)
+        except Exception as exc:  # noqa: BLE001 - no libcuda.so: cuda-python raises instead of returning
+            raise RuntimeBackendError(f"CUDA driver: {name} failed ({str(exc).splitlines()[0][:200]}); fix: "
+                                      f"build and run engines on a machine with an NVIDIA driver and GPU") from exc
+        if err != driver.CUresult.CUDA_SUCCESS:
+            raise RuntimeBackendError(f"CUDA driver: {name} returned {getattr(err, 'name', err)} (no CUDA GPU "
+                                      f"visible as device {device}?); fix: build engines on the GPU that will run "
+                                      f"them, and check CUDA_VISIBLE_DEVICES")
+        return value[0] if value else None
+
+    call("cuInit", 0)
+    dev = call("cuDeviceGet", device)
+    attr = driver.CUdevice_attribute
+    major = call("cuDeviceGetAttribute", attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev)
+    minor = call("cuDeviceGetAttribute", attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev)
     return f"sm_{major}{minor}"
 
 
@@ -137,10 +161,21 @@ def engine_mismatch(sidecar: dict, trt: str, cc: str) -> str | None:
             f"fix: rebuild it here with `madtp-deploy build {sidecar.get('onnx', 'MODEL.onnx')}`")
 
 
+def engine_sidecar(onnx_path: Path, side: dict, shapes: dict, *, sha: str, trt: str, cc: str, key: str,
+                   timing_cache: Path, build_s: float) -> dict:
+    """What the engine's .json records: its build (TensorRT, GPU, profile, cache key) and, copied from
+    the graph's sidecar, the IO contract, model and shapes the TensorRT session is built on."""
+    return {"onnx": str(onnx_path), "onnx_sha256": sha, "encoder": side.get("encoder"),
+            "profile": {k: [list(s) for s in v] for k, v in shapes.items()}, "precision": side.get("precision", "fp32"),
+            "tensorrt": trt, "compute_capability": cc, "strongly_typed": True, "key": key,
+            "timing_cache": str(timing_cache), "build_s": build_s, "shapes": side.get("shapes", "dynamic"),
+            "io": side.get("io"), "model": side.get("model")}
+
+
 def build_engine(onnx_path: Path, *, engines_dir: Path = Path("engines"), batch=(1, 8, 32), seq=None,
                  force: bool = False, log=print) -> Path:
     """Build (or reuse from the cache) the engine for `onnx_path`; returns the .plan path."""
-    from ..onnx.export import file_sha256
+    from ..files import file_sha256
 
     onnx_path = Path(onnx_path)
     shapes = profile_shapes(onnx_path, batch, seq)          # usage errors before any TensorRT work
@@ -177,11 +212,8 @@ def build_engine(onnx_path: Path, *, engines_dir: Path = Path("engines"), batch=
             source.unlink(missing_ok=True)
     with atomic(out) as tmp:
         save_engine(engine, str(tmp))
-    meta = {"onnx": str(onnx_path), "onnx_sha256": sha, "encoder": side.get("encoder"),
-            "profile": {k: [list(s) for s in v] for k, v in shapes.items()}, "precision": precision,
-            "tensorrt": trt, "compute_capability": cc, "strongly_typed": True, "key": key,
-            "timing_cache": str(timing_cache), "build_s": round(time.perf_counter() - t0, 1),
-            "io": side.get("io"), "model": side.get("model")}
+    meta = engine_sidecar(onnx_path, side, shapes, sha=sha, trt=trt, cc=cc, key=key, timing_cache=timing_cache,
+                          build_s=round(time.perf_counter() - t0, 1))
     write_text_atomic(out.with_suffix(".json"), json.dumps(meta, indent=2))
     log(f"built {out} in {meta['build_s']} s")
     return out

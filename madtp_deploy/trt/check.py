@@ -1,11 +1,21 @@
 """Static TensorRT-conformance report of an ONNX graph. Needs no TensorRT; it can and does fail.
 
-Rules, each a function over the graph that returns findings:
+Rules, each a function over the graph that returns findings; every finding names its source and
+TensorRT version (operators.RULE_SOURCES):
 - opset: TensorRT 10.15's parser documents opsets 9..24 (onnx-tensorrt docs/operators.md);
   outside that range -> fail.
 - ops: custom domains, ops the parser rejects, ops missing from its table -> fail.
-- dtypes: the main input's data type must be among the op's supported types (operators.md; e.g.
-  ScatterElements takes FP32/FP16/BF16/INT32/INT64 data, not BOOL) -> fail.
+- dtypes: the main input's data type must be among the op's supported types (10.15 operators.md;
+  e.g. ScatterElements takes FP32/FP16/BF16/INT32/INT64 data, not BOOL) -> fail. Where the
+  TensorRT 11.1 headers document more types than that table (NonZero on BOOL/INT32, CumSum on
+  INT32/INT64) the newer header wins -> warn, naming both sources. RotaryEmbedding's
+  position_ids must be INT64 -> fail.
+- squeeze: Squeeze without axes on an input whose shape is not fully static: the parser cannot
+  infer which dims to drop (importSqueeze) -> fail.
+- range: Range's start/limit/delta of different types -> fail; of a type the parser does not take
+  (it takes INT32/INT64/FP32, the 10.15 table also lists FP16/BF16) -> warn with both sources;
+  FP32 inputs computed at run time (the element count is then computed in float on TensorRT's
+  shape path, unverified) -> warn.
 - initializers: Slice/Reduce*/Squeeze/Unsqueeze/Pad axes, CumSum axis, OneHot depth must be
   initializers (or Constant outputs); a computed tensor there -> fail. Constant-fold first
   (madtp_deploy.onnx.fold) to turn `Reshape(Constant)` chains into initializers.
@@ -17,13 +27,13 @@ Rules, each a function over the graph that returns findings:
   with the count. The analysis is a dependency walk (values vs shapes vs constants) refined by
   onnx shape inference; onnxruntime's symbolic_shape_infer was tried and crashed on these graphs.
 
-The operator table is onnx-tensorrt's 10.1 docs (madtp_deploy/trt/operators.py). Nothing here was
+The operator table is onnx-tensorrt's 10.15 docs (madtp_deploy/trt/operators.py). Nothing here was
 run against a real TensorRT: the report says what the documentation says would fail, and why.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import onnx
@@ -31,7 +41,7 @@ from onnx import TensorProto
 
 from . import operators as ops
 
-OPSET_RANGE = (9, 24)
+OPSET_RANGE = ops.OPSET_RANGE
 TOPK_MAX_K = 3840
 STANDARD_DOMAINS = ("", "ai.onnx")
 
@@ -39,7 +49,8 @@ STANDARD_DOMAINS = ("", "ai.onnx")
 DTYPE_NAMES = {TensorProto.FLOAT: "FP32", TensorProto.FLOAT16: "FP16", TensorProto.BFLOAT16: "BF16",
                TensorProto.DOUBLE: "DOUBLE", TensorProto.INT32: "INT32", TensorProto.INT64: "INT64",
                TensorProto.INT8: "INT8", TensorProto.UINT8: "UINT8", TensorProto.BOOL: "BOOL",
-               TensorProto.INT4: "INT4", TensorProto.FLOAT8E4M3FN: "FP8", TensorProto.INT16: "INT16",
+               TensorProto.INT4: "INT4", TensorProto.FLOAT8E4M3FN: "FP8", TensorProto.FLOAT8E5M2: "FP8",
+               TensorProto.FLOAT4E2M1: "FP4", TensorProto.INT16: "INT16",
                TensorProto.UINT16: "UINT16", TensorProto.UINT32: "UINT32", TensorProto.UINT64: "UINT64",
                TensorProto.STRING: "STRING"}
 
@@ -55,10 +66,11 @@ CONST, SHAPE, DATA = 0, 1, 2  # what a tensor's values depend on
 @dataclass
 class Finding:
     level: str   # "fail" | "warn" | "info"
-    rule: str    # opset | op | dtype | initializer | topk | value-dependent
+    rule: str    # opset | op | dtype | initializer | topk | squeeze | range | value-dependent
     node: str
     op: str
     why: str
+    source: str = ""  # the document (and TensorRT version) the rule comes from
 
 
 class _Graph:
@@ -135,17 +147,36 @@ def check_ops(g: _Graph) -> list[Finding]:
     return out
 
 
+def _dtype(g: _Graph, name: str) -> str | None:
+    """The operators.md name of a tensor's element type, None if unknown."""
+    if not name or name not in g.types:
+        return None
+    return DTYPE_NAMES.get(g.types[name], str(g.types[name]))
+
+
 def check_dtypes(g: _Graph) -> list[Finding]:
     out = []
     for n in g.nodes:
         allowed = ops.SUPPORTED.get(n.op_type)
-        if allowed is None or n.op_type in ops.UNTYPED or n.domain not in STANDARD_DOMAINS:
+        if allowed is None or n.domain not in STANDARD_DOMAINS:
             continue
+        for idx, (want, what) in ops.REQUIRED_TYPES.get(n.op_type, {}).items():
+            got = _dtype(g, n.input[idx]) if idx < len(n.input) else None
+            if got is not None and got != want:
+                out.append(Finding("fail", "dtype", _name(n), n.op_type, f"`{what}` (input {idx}, {n.input[idx]}) is "
+                                   f"{got}; TensorRT requires {want}; fix: cast it to {want}"))
         idx = ops.TYPED_INPUT.get(n.op_type, 0)
-        if idx >= len(n.input) or not n.input[idx] or n.input[idx] not in g.types:
+        dtype = _dtype(g, n.input[idx]) if idx < len(n.input) and n.op_type not in ops.UNTYPED else None
+        if dtype is None or dtype in allowed.split():
             continue
-        dtype = DTYPE_NAMES.get(g.types[n.input[idx]], str(g.types[n.input[idx]]))
-        if dtype not in allowed.split():
+        header_types, where = ops.HEADER_TYPES.get(n.op_type, ("", ""))
+        if dtype in header_types.split():
+            out.append(Finding("warn", "dtype", _name(n), n.op_type,
+                               f"input {idx} ({n.input[idx]}) is {dtype}: {ops.DOCS} lists only "
+                               f"{allowed.replace(' ', '/')} for {n.op_type}, {ops.HEADERS} ({where}) takes it; "
+                               f"the newer header is followed, unverified on a real TensorRT",
+                               f"{ops.HEADERS} over {ops.DOCS}"))
+        else:
             out.append(Finding("fail", "dtype", _name(n), n.op_type,
                                f"input {idx} ({n.input[idx]}) is {dtype}; TensorRT supports {allowed.replace(' ', '/')}"
                                f" for {n.op_type}; fix: cast to a supported type around it"))
@@ -178,6 +209,53 @@ def check_topk(g: _Graph) -> list[Finding]:
         elif k:
             out.append(Finding("info", "topk", _name(n), "TopK", f"run-time K: parsed since TRT 8.6 (K <= "
                                f"{TOPK_MAX_K}); whether a K computed from activations builds is unverified"))
+    return out
+
+
+def _squeeze_axes_given(g: _Graph, n) -> bool:
+    opset = next((o.version for o in g.model.opset_import if o.domain in STANDARD_DOMAINS), 13)
+    if opset >= 13:
+        return len(n.input) > 1 and bool(n.input[1])
+    return bool(_attrs(n).get("axes"))
+
+
+def check_squeeze(g: _Graph) -> list[Finding]:
+    """Squeeze without axes drops every dim of size 1: the parser needs the input's shape fully static."""
+    out = []
+    for n in g.nodes:
+        if n.op_type != "Squeeze" or n.domain not in STANDARD_DOMAINS or _squeeze_axes_given(g, n):
+            continue
+        shape = g.shapes.get(n.input[0])
+        if shape is None or not all(isinstance(d, int) and d > 0 for d in shape):
+            seen = "unknown to onnx shape inference" if shape is None else str(shape)
+            out.append(Finding("fail", "squeeze", _name(n), "Squeeze",
+                               f"no axes, and the input's shape is {seen}: TensorRT's parser cannot infer squeeze "
+                               f"dimensions from a dynamic shape; fix: export with explicit axes (squeeze(dim=...))"))
+    return out
+
+
+def check_range(g: _Graph) -> list[Finding]:
+    out = []
+    for n in g.nodes:
+        if n.op_type != "Range" or n.domain not in STANDARD_DOMAINS:
+            continue
+        types = [_dtype(g, i) for i in n.input[:3]]
+        if None in types:
+            continue
+        if len(set(types)) > 1:
+            out.append(Finding("fail", "range", _name(n), "Range", f"start/limit/delta are {'/'.join(types)}: "
+                               f"TensorRT's parser requires one type; fix: cast them to one type"))
+        elif types[0] not in ops.RANGE_PARSER_TYPES:
+            out.append(Finding("warn", "range", _name(n), "Range",
+                               f"inputs are {types[0]}: {ops.DOCS} lists it for Range, but {ops.PARSER} accepts only "
+                               f"{'/'.join(ops.RANGE_PARSER_TYPES)}; fix: compute the range in INT64 and cast",
+                               f"{ops.PARSER} vs {ops.DOCS}"))
+        elif types[0] == "FP32" and not all(g.is_constant(i) for i in n.input[:3]):
+            computed = [i for i in n.input[:3] if not g.is_constant(i)]
+            out.append(Finding("warn", "range", _name(n), "Range",
+                               f"FP32 inputs computed at run time ({', '.join(computed)}): the parser turns them into "
+                               f"float shape tensors and computes the element count in FP32 (importRange); whether "
+                               f"the builder accepts that is unverified; fix: compute the range in INT64 and cast"))
     return out
 
 
@@ -219,7 +297,8 @@ def check_value_dependent(g: _Graph) -> list[Finding]:
                     f"no CUDA graph capture; fix: export with static shapes (fixed slot capacities)")]
 
 
-RULES = (check_opset, check_ops, check_dtypes, check_initializer_inputs, check_topk, check_value_dependent)
+RULES = (check_opset, check_ops, check_dtypes, check_initializer_inputs, check_topk, check_squeeze, check_range,
+         check_value_dependent)
 
 
 def check(path_or_model) -> list[Finding]:
@@ -227,7 +306,7 @@ def check(path_or_model) -> list[Finding]:
     model = path_or_model if isinstance(path_or_model, onnx.ModelProto) else \
         onnx.load(str(path_or_model), load_external_data=False)
     g = _Graph(model)
-    return [f for rule in RULES for f in rule(g)]
+    return [f if f.source else replace(f, source=ops.RULE_SOURCES[f.rule]) for rule in RULES for f in rule(g)]
 
 
 def report(path: Path) -> dict:
@@ -236,4 +315,6 @@ def report(path: Path) -> dict:
     return {"file": str(path), "would_fail": sum(f.level == "fail" for f in findings),
             "warnings": sum(f.level == "warn" for f in findings), "failed_rules": rules,
             "findings": [asdict(f) for f in findings],
-            "source": "onnx-tensorrt docs/operators.md (10.1 table, opsets 9..24 per 10.15); not run against TensorRT"}
+            "source": f"{ops.DOCS} (table, opsets {OPSET_RANGE[0]}..{OPSET_RANGE[1]}), {ops.HEADERS}, {ops.PARSER}; "
+                      f"not run against TensorRT",
+            "rule_sources": dict(ops.RULE_SOURCES)}

@@ -1,11 +1,20 @@
-"""TensorRT's ONNX operator support table, transcribed from onnx-tensorrt docs/operators.md
-(branch 10.1-GA, the TensorRT 10.0/10.1 parser: opsets 9..20; "INF64" there read as INT64).
+"""TensorRT's ONNX operator rules, each with the TensorRT version and the source it comes from.
+Nothing here was run against a real TensorRT.
 
-SUPPORTED: op -> the ONNX data types its main input may have (input 0; Where: input 1).
-UNSUPPORTED: ops the parser rejects. INITIALIZER_INPUTS: inputs that must be initializers or
-Constant outputs (after constant folding), by input index. Regenerate from a newer operators.md
-when TensorRT's docs change; nothing here was run against a real TensorRT.
+SUPPORTED: op -> the ONNX data types its main input may have (input 0; Where: input 1), transcribed
+from onnx-tensorrt docs/operators.md of TensorRT 10.15 (opsets 9..24; "INF64" in older tables read
+as INT64). UNSUPPORTED: the ops that table marks N. INITIALIZER_INPUTS: inputs its Restrictions
+column says must be initializers / build-time constants (after constant folding), by input index.
+HEADER_TYPES: where the TensorRT 11.1 headers (NvInfer.h) document more input types than the 10.15
+table; the checker takes the newer (header) behaviour and reports such a use as a warning naming
+both sources. PARSER_RULES: what the parser source enforces beyond the table (Squeeze without
+axes, Range types). Regenerate from a newer operators.md when TensorRT's docs change.
 """
+
+DOCS = "onnx-tensorrt docs/operators.md, TensorRT 10.15"
+PARSER = "onnx-tensorrt onnxOpImporters.cpp, TensorRT 10.1 (release/10.1-GA)"
+HEADERS = "NvInfer.h, TensorRT 11.1"
+OPSET_RANGE = (9, 24)  # DOCS: "the inclusive range of opset 9 to opset 24"
 
 SUPPORTED = {
     "Abs": "FP32 FP16 BF16 INT32 INT64",
@@ -19,16 +28,18 @@ SUPPORTED = {
     "Asinh": "FP32 FP16 BF16",
     "Atan": "FP32 FP16 BF16",
     "Atanh": "FP32 FP16 BF16",
+    "Attention": "FP32 FP16 BF16 INT8 FP8",
     "AveragePool": "FP32 FP16 BF16",
     "BatchNormalization": "FP32 FP16 BF16",
+    "BlackmanWindow": "FP32 FP16",
     "Cast": "FP32 FP16 BF16 INT32 INT64 UINT8 BOOL",
     "CastLike": "FP32 FP16 BF16 INT32 INT64 UINT8 BOOL",
     "Ceil": "FP32 FP16 BF16",
     "Celu": "FP32 FP16 BF16",
     "Clip": "FP32 FP16 BF16",
     "Concat": "FP32 FP16 BF16 INT32 INT64 BOOL",
-    "Constant": "FP32 FP16 BF16 INT32 INT64 BOOL",
-    "ConstantOfShape": "FP32 FP16 BF16 INT32 INT64 BOOL",
+    "Constant": "FP32 FP16 BF16 FP8 FP4 INT4 INT32 INT64 BOOL",
+    "ConstantOfShape": "FP32 FP16 BF16 FP8 FP4 INT4 INT32 INT64 BOOL",
     "Conv": "FP32 FP16 BF16",
     "ConvTranspose": "FP32 FP16 BF16",
     "Cos": "FP32 FP16 BF16",
@@ -36,7 +47,7 @@ SUPPORTED = {
     "CumSum": "FP32 FP16 BF16",
     "DeformConv": "FP32 FP16",
     "DepthToSpace": "FP32 FP16 BF16 INT32 INT64",
-    "DequantizeLinear": "INT8 FP8 INT4",
+    "DequantizeLinear": "INT8 FP8 FP4 INT4",
     "Div": "FP32 FP16 BF16 INT32 INT64",
     "Dropout": "FP32 FP16 BF16",
     "Einsum": "FP32 FP16 BF16",
@@ -61,9 +72,11 @@ SUPPORTED = {
     "GridSample": "FP32 FP16",
     "GroupNormalization": "FP32 FP16 BF16",
     "GRU": "FP32 FP16 BF16",
+    "HammingWindow": "FP32 FP16",
+    "HannWindow": "FP32 FP16",
+    "Hardmax": "FP32 FP16 BF16",
     "HardSigmoid": "FP32 FP16 BF16",
     "HardSwish": "FP32 FP16 BF16",
-    "Hardmax": "FP32 FP16 BF16",
     "Identity": "FP32 FP16 BF16 INT32 INT64 BOOL",
     "If": "FP32 FP16 BF16 INT32 INT64 BOOL",
     "ImageScaler": "FP32 FP16 BF16",
@@ -77,10 +90,10 @@ SUPPORTED = {
     "Log": "FP32 FP16 BF16",
     "LogSoftmax": "FP32 FP16 BF16",
     "Loop": "FP32 FP16 BF16 INT32 INT64 BOOL",
-    "LRN": "FP32 FP16 BF16",
-    "LSTM": "FP32 FP16 BF16",
     "LpNormalization": "FP32 FP16 BF16",
     "LpPool": "FP32 FP16 BF16",
+    "LRN": "FP32 FP16 BF16",
+    "LSTM": "FP32 FP16 BF16",
     "MatMul": "FP32 FP16 BF16",
     "Max": "FP32 FP16 BF16 INT32 INT64",
     "MaxPool": "FP32 FP16 BF16",
@@ -98,7 +111,7 @@ SUPPORTED = {
     "Or": "BOOL",
     "Pad": "FP32 FP16 BF16 INT32 INT64",
     "ParametricSoftplus": "FP32 FP16 BF16",
-    "Pow": "FP32 FP16 BF16",
+    "Pow": "FP32 FP16 BF16 INT32 INT64",
     "PRelu": "FP32 FP16 BF16",
     "QuantizeLinear": "FP32 FP16 BF16",
     "RandomNormal": "FP32 FP16 BF16",
@@ -121,8 +134,10 @@ SUPPORTED = {
     "Reshape": "FP32 FP16 BF16 INT32 INT64 BOOL",
     "Resize": "FP32 FP16 BF16",
     "ReverseSequence": "FP32 FP16 BF16 INT32 INT64 BOOL",
+    "RMSNormalization": "FP32 FP16 BF16",
     "RNN": "FP32 FP16 BF16",
     "RoiAlign": "FP32 FP16",
+    "RotaryEmbedding": "FP32 FP16 BF16",
     "Round": "FP32 FP16 BF16",
     "ScaledTanh": "FP32 FP16 BF16",
     "Scan": "FP32 FP16 BF16",
@@ -145,10 +160,12 @@ SUPPORTED = {
     "Split": "FP32 FP16 BF16 INT32 INT64 BOOL",
     "Sqrt": "FP32 FP16 BF16",
     "Squeeze": "FP32 FP16 BF16 INT32 INT64 BOOL",
+    "STFT": "FP32",
     "Sub": "FP32 FP16 BF16 INT32 INT64",
     "Sum": "FP32 FP16 BF16 INT32 INT64",
     "Tan": "FP32 FP16 BF16",
     "Tanh": "FP32 FP16 BF16",
+    "TensorScatter": "FP32 FP16 BF16 INT32",
     "ThresholdedRelu": "FP32 FP16 BF16",
     "Tile": "FP32 FP16 BF16 INT32 INT64 BOOL",
     "TopK": "FP32 FP16 BF16 INT32 INT64",
@@ -161,23 +178,46 @@ SUPPORTED = {
 }
 
 UNSUPPORTED = frozenset("""
-AffineGrid Bernoulli BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor BlackmanWindow
-CenterCropPad Col2Im Compress ConcatFromSequence ConvInteger DFT Det DynamicQuantizeLinear
-HammingWindow HannWindow ImageDecoder MatMulInteger MaxRoiPool MaxUnpool MelWeightMatrix
-Multinomial NegativeLogLikelihoodLoss Optional OptionalGetElement OptionalHasElement
-QLinearConv QLinearMatMul RegexFullMatch STFT SequenceAt SequenceConstruct SequenceEmpty
-SequenceErase SequenceInsert SequenceLength SequenceMap SoftmaxCrossEntropyLoss SplitToSequence
-StringConcat StringNormalizer StringSplit TfIdfVectorizer Unique
+AffineGrid Bernoulli BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor CenterCropPad Col2Im
+Compress ConcatFromSequence ConvInteger DFT Det DynamicQuantizeLinear ImageDecoder MatMulInteger
+MaxRoiPool MaxUnpool MelWeightMatrix Multinomial NegativeLogLikelihoodLoss Optional
+OptionalGetElement OptionalHasElement QLinearConv QLinearMatMul RegexFullMatch SequenceAt
+SequenceConstruct SequenceEmpty SequenceErase SequenceInsert SequenceLength SequenceMap
+SoftmaxCrossEntropyLoss SplitToSequence StringConcat StringNormalizer StringSplit TfIdfVectorizer Unique
 """.split())
 
 _AXES_1 = ("ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd "
            "ReduceSum ReduceSumSquare Squeeze Unsqueeze").split()
 INITIALIZER_INPUTS = {op: {1: "axes"} for op in _AXES_1}
 INITIALIZER_INPUTS |= {"Slice": {3: "axes"}, "Pad": {3: "axes"}, "CumSum": {1: "axis"}, "OneHot": {1: "depth"},
-                       "Dropout": {2: "training_mode"}}
+                       "Dropout": {2: "training_mode"}, "STFT": {1: "frame_step", 2: "window"}}
 
 # the input whose type the table constrains, where it is not input 0
 TYPED_INPUT = {"Where": 1}
+# further inputs with a required type (DOCS Restrictions column): op -> {index: (type, what)}
+REQUIRED_TYPES = {"RotaryEmbedding": {3: ("INT64", "position_ids")}}
 # ops whose table row describes outputs or attributes rather than input 0: not type-checked
 UNTYPED = frozenset({"Constant", "ConstantOfShape", "Shape", "Size", "EyeLike", "RandomUniformLike",
                      "RandomNormalLike"})
+
+# HEADERS over DOCS: op -> (input types the header documents, where)
+HEADER_TYPES = {
+    "NonZero": ("FP32 FP16 INT32 BOOL", "INonZeroLayer: \"The input may have type kFLOAT, kHALF, kINT32, or kBOOL\""),
+    "CumSum": ("FP32 FP16 BF16 INT32 INT64", "ICumulativeLayer / CumulativeOperation: kFLOAT, kHALF, kBF16, "
+                                             "kINT32, kINT64"),
+}
+
+# Range (PARSER importRange): start, limit and delta of one type, and that type INT32, INT64 or FP32
+RANGE_PARSER_TYPES = ("INT32", "INT64", "FP32")
+
+# where each checker rule comes from (check.py's rule names)
+RULE_SOURCES = {
+    "opset": DOCS,
+    "op": DOCS,
+    "dtype": f"{DOCS}; {HEADERS} where it documents more types",
+    "initializer": DOCS,
+    "topk": DOCS,
+    "squeeze": PARSER + " (importSqueeze: \"Cannot infer squeeze dimensions from a dynamic shape\")",
+    "range": PARSER + " (importRange); " + DOCS,
+    "value-dependent": "NVIDIA/TensorRT#3903 (TensorRT 10.x); the checker's own dependency walk",
+}

@@ -135,7 +135,7 @@ class Ctx:
         import onnx
         from onnx import TensorProto, helper
 
-        from madtp_deploy.onnx.export import file_sha256
+        from madtp_deploy.files import file_sha256
 
         nodes = [helper.make_node("Identity", [inputs[0]], ["embeds"])]
         graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.INT64, [1, 4]) for n in inputs],

@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -12,7 +11,6 @@ from onnx import TensorProto, helper
 from madtp_deploy.errors import RuntimeBackendError, UsageError
 from madtp_deploy.specs import get_spec
 from madtp_deploy.trt import build
-from madtp_deploy.trt.session import TrtSession
 
 try:
     import tensorrt  # noqa: F401
@@ -96,30 +94,6 @@ def test_build_without_tensorrt_is_one_line(tmp_path, dynamic_image):
     r = subprocess.run([sys.executable, "-m", "madtp_deploy.cli", "build", str(image), "--output",
                         str(tmp_path / "engines")], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "TensorRT is not installed" in r.stderr
-
-
-class _ReusingRunner:
-    """Like polygraphy's TrtRunner: rejects unknown inputs and reuses its output buffers."""
-
-    def __init__(self):
-        self.buf = np.zeros((2, 3), np.float32)
-
-    def get_input_metadata(self):
-        return {"pixels": None}
-
-    def infer(self, feed):
-        assert set(feed) == {"pixels"}, "polygraphy raises on extra input names"
-        self.buf[:] = feed["pixels"].sum()
-        return {"embeds": self.buf}
-
-
-def test_trt_session_copies_outputs_and_ignores_extra_inputs():
-    s = TrtSession("unused.plan", runner=_ReusingRunner())
-    a = s.run({"pixels": np.ones((2, 2), np.float32), "input_ids": np.zeros(3)})
-    b = s.run({"pixels": np.zeros((2, 2), np.float32)})
-    assert a["embeds"][0, 0] == 4.0 and b["embeds"][0, 0] == 0.0
-    with pytest.raises(RuntimeBackendError, match="pixels missing"):
-        s.run({"input_ids": np.zeros(3)})
 
 
 def test_profile_of_a_blip_nlvr_graph(tmp_path):

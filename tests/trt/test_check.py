@@ -153,3 +153,105 @@ def test_dynamic_export_reports_the_known_failures(dynamic_image):
     folded = check(fold_constants(model))
     assert not [f for f in folded if f.rule == "initializer"]
     assert [f for f in folded if f.rule == "value-dependent"]
+
+
+# -- the 10.15 table, the TensorRT 11 headers, and the parser's Squeeze/Range rules ---------------------------
+
+def test_ops_added_in_tensorrt_10_15_pass_and_name_their_source():
+    """Bug caught: a 10.1 table under a 9..24 opset range, failing RMSNormalization, RotaryEmbedding,
+    Attention (opset 23) as 'not in TensorRT's operator table'."""
+    nodes = [helper.make_node("RMSNormalization", ["x", "scale"], ["n"]),
+             helper.make_node("RotaryEmbedding", ["n", "cos", "sin", "pos"], ["r"]),
+             helper.make_node("Attention", ["r", "r", "r"], ["y"])]
+    ins = [_vi("x", F, [1, 2, 4, 8]), _vi("scale", F, [8]), _vi("cos", F, [1, 4, 4]), _vi("sin", F, [1, 4, 4]),
+           _vi("pos", I64, [1, 4])]
+    m = _model(nodes, ins, [_vi("y", F)], opset=23)
+    assert check(m) == []
+    m.graph.node.append(helper.make_node("Frobnicate", ["y"], ["z"]))
+    (f,) = check(m)
+    assert "TensorRT 10.15" in f.source and "operators.md" in f.source
+
+
+def test_rotary_position_ids_must_be_int64():
+    nodes = [helper.make_node("RotaryEmbedding", ["x", "cos", "sin", "pos"], ["y"])]
+    ins = [_vi("x", F, [1, 2, 4, 8]), _vi("cos", F, [1, 4, 4]), _vi("sin", F, [1, 4, 4]),
+           _vi("pos", TensorProto.INT32, [1, 4])]
+    (f,) = check(_model(nodes, ins, [_vi("y", F)], opset=23))
+    assert (f.level, f.rule) == ("fail", "dtype") and "position_ids" in f.why and "INT64" in f.why
+
+
+def _unary(op, dtype, **kw):
+    return _model([helper.make_node(op, ["x", *kw.pop("extra", [])], ["y"], **kw)], [_vi("x", dtype, [2, 4])],
+                  [_vi("y", I64)], inits=kw.pop("inits", ()))
+
+
+@pytest.mark.parametrize("op, dtype, extra", [("NonZero", B, {}), ("NonZero", TensorProto.INT32, {}),
+                                              ("CumSum", I64, {"extra": ["ax"], "inits": [_i64("ax", [1])]}),
+                                              ("CumSum", TensorProto.INT32, {"extra": ["ax"],
+                                                                             "inits": [_i64("ax", [1])]})])
+def test_types_the_tensorrt_11_headers_add_warn_with_both_sources(op, dtype, extra):
+    """Bug caught: NonZero on BOOL and CumSum on INT64 failed on the 10.1 table although TensorRT 11's
+    INonZeroLayer takes kBOOL and its cumulative layer kINT32/kINT64."""
+    found = [f for f in check(_unary(op, dtype, **extra)) if f.rule == "dtype"]
+    assert [f.level for f in found] == ["warn"], found
+    assert "TensorRT 10.15" in found[0].why and "TensorRT 11.1" in found[0].why
+    assert "NvInfer.h" in found[0].source and "operators.md" in found[0].source
+
+
+@pytest.mark.parametrize("op, dtype, extra", [("NonZero", I64, {}),
+                                              ("CumSum", B, {"extra": ["ax"], "inits": [_i64("ax", [1])]})])
+def test_types_neither_source_lists_still_fail(op, dtype, extra):
+    found = [f for f in check(_unary(op, dtype, **extra)) if f.rule == "dtype"]
+    assert [f.level for f in found] == ["fail"], found
+
+
+def _squeeze(shape, axes=None, opset=20):
+    inputs, inits = ["x"], []
+    if axes is not None:
+        inputs.append("axes")
+        inits.append(_i64("axes", axes))
+    return _model([helper.make_node("Squeeze", inputs, ["y"])], [_vi("x", F, shape)], [_vi("y", F)], inits,
+                  opset=opset)
+
+
+def test_squeeze_without_axes_fails_on_a_dynamic_shape_only():
+    """Bug caught: Squeeze without axes passed the checker; TensorRT's parser cannot infer which dims
+    to drop from a dynamic shape."""
+    (f,) = check(_squeeze(["batch", 1, 4]))
+    assert (f.level, f.rule) == ("fail", "squeeze") and "dynamic" in f.why and "importSqueeze" in f.source
+    assert check(_squeeze([2, 1, 4])) == []
+    assert check(_squeeze(["batch", 1, 4], axes=[1])) == []
+    old = _model([helper.make_node("Squeeze", ["x"], ["y"], axes=[1])], [_vi("x", F, ["b", 1])], [_vi("y", F)],
+                 opset=12)
+    assert check(old) == []  # opset < 13: axes as an attribute
+
+
+def _range(dtypes, constant=True):
+    names = ["start", "limit", "delta"]
+    vals = [0, 5, 1]
+    if constant:
+        inits = [helper.make_tensor(n, t, [], [v]) for n, t, v in zip(names, dtypes, vals)]
+        ins = []
+    else:
+        inits, ins = [], [_vi(n, t, []) for n, t in zip(names, dtypes)]
+    return _model([helper.make_node("Range", names, ["y"])], ins, [_vi("y", dtypes[0])], inits)
+
+
+def test_range_types_follow_the_parser():
+    """Bug caught: Range on FP32 (or mixed) inputs passed unchecked."""
+    (f,) = [f for f in check(_range([F, I64, F])) if f.rule == "range"]
+    assert f.level == "fail" and "one type" in f.why
+    assert [f for f in check(_range([F, F, F])) if f.rule == "range"] == []
+    (f,) = [f for f in check(_range([F, F, F], constant=False)) if f.rule == "range"]
+    assert f.level == "warn" and "FP32" in f.why and "start, limit, delta" in f.why
+    (f,) = [f for f in check(_range([TensorProto.FLOAT16] * 3)) if f.rule == "range"]
+    assert f.level == "warn" and "TensorRT 10.15" in f.why and "TensorRT 10.1" in f.source
+    assert [f for f in check(_range([I64] * 3, constant=False)) if f.rule == "range"] == []
+
+
+def test_every_finding_names_a_tensorrt_version():
+    m = _slice_axes_from_reshape()
+    m.opset_import[0].version = 25
+    found = check(m)
+    assert {f.rule for f in found} == {"opset", "initializer"}
+    assert all("TensorRT 1" in f.source for f in found)
