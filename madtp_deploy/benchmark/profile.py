@@ -22,10 +22,10 @@ LAYOUT_CALLS = ("models/layout.py", "lay.rows(", "lay.unrows(", "lay.mag_rows(",
 
 
 def _category(trace: str) -> str:
-    # the exporter keeps the outer frames: the call sites in models/clip.py name the stage
+    # the exporter keeps the frames of `forward` functions: models/tower.py's driver names each stage
+    # on a line of its own (one statement per step, layout moves apart)
     if any(k in trace for k in LAYOUT_CALLS):  # packing and unpacking rows (models/layout.py)
         return "layout"
-    # (models/blip.py calls its DTP step, MAG and bias build through _prune(, _mag( and _bias()
     if "pruning/dtp.py" in trace or "pruning/step.py" in trace or "prune_step(" in trace or "_prune(" in trace:
         return "dtp"
     if "pruning/mag.py" in trace or "q_map" in trace or "token_attention_map(" in trace or "_mag(" in trace:

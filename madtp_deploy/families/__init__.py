@@ -19,15 +19,16 @@ from typing import Any, Callable
 
 from ..errors import UsageError
 
-# What a family may support, beyond export of its dynamic-shape ONNX graphs (which all do).
+# What a family may support, beyond export of its dynamic-shape ONNX graphs (which all do):
+# feature -> (what it is, the fix a user of a family without it is given)
 FEATURES = {
-    "static": "fixed-capacity (static-shape) graphs: export --shapes static",
-    "aoti": "AOTInductor packages: export --format aoti",
-    "calibrate": "INT8 / FP8 calibration: calibrate",
-    "serve": "Triton serving: serve-repo / serve",
-    "train": "compression training: train",
-    "eval": "evaluation: eval",
-    "bench": "benchmarks: bench",
+    "static": ("fixed-capacity (static-shape) graphs", "export with --shapes dynamic (the default)"),
+    "aoti": ("AOTInductor packages", "export with --format onnx (the default)"),
+    "calibrate": ("INT8 / FP8 calibration", "serve its fp32 graphs"),
+    "serve": ("Triton serving", "export it and run the graphs with madtp_deploy.runtime"),
+    "train": ("compression training", "train a model of a family that has it"),
+    "eval": ("evaluation", "evaluate a model of a family that has it"),
+    "bench": ("benchmarks", "bench a model of a family that has it"),
 }
 
 
@@ -75,10 +76,10 @@ class Family:
         if feature not in FEATURES:
             raise KeyError(feature)  # a programming error, not the user's
         if feature not in self.features:
-            having = [f for f in self.features if f in FEATURES]
-            raise UsageError(f"{where}: {FEATURES[feature]} is not supported for {self.title} models "
-                             f"(they support: {', '.join(sorted(having)) or 'export only'}); fix: use a model "
-                             f"of a family that has it ({', '.join(f.name for f in having_feature(feature))})")
+            what, fix = FEATURES[feature]
+            others = ", ".join(f.name for f in having_feature(feature))
+            raise UsageError(f"{where}: {what} are not built for {self.title} models; fix: {fix}"
+                             + (f", or use a model of family {others}" if others else ""))
 
     def hook(self, name: str) -> Any:
         """A lazily named part, resolved: hook('bench'), hook('training'), ..."""

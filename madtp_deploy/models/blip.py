@@ -1,7 +1,8 @@
 """BLIP (ViT + BERT text/fusion encoder) with MADTP's MAG and DTP, for NLVR2 and retrieval.
 
 Parameter names are the reference's (Salesforce BLIP's plus `space_dict`), so BLIP and MADTP
-checkpoints load by name. The pruning math lives in `madtp_deploy.pruning`; this file only places it:
+checkpoints load by name. The pruned block loop is models/tower.py's (shared with CLIP) and the pruning
+math `madtp_deploy.pruning`'s; this file gives them BLIP's blocks:
 - ViT: DTP after every block's attention, on the patch tokens (CLS set aside), before the MLP.
 - BERT: DTP after every layer's self-attention, on tokens 1.. (token 0, [ENC] or [CLS], set aside),
   before the cross-attention and the FFN. MAG's A is computed on each layer's input tokens.
@@ -22,6 +23,7 @@ rows only, through the layout CLIP uses (models/layout.py); attention itself see
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -33,9 +35,9 @@ from .. import pruning
 from ..errors import InputError
 from ..modes import LIBRARY_DEFAULT, Mode, parse_mode
 from ..specs import BlipSpec
+from . import tower
 from .clip import Encoded  # the encoders' result, as CLIP's (overflow stays None: BLIP has no capacities)
 from .inputs import check_blip_text, check_pixels
-from .layout import Packed, Padded
 
 NEG = torch.finfo(torch.float32).min
 
@@ -72,35 +74,6 @@ class MatchOutput:
         return self.logits.softmax(dim=-1)[:, 1]
 
 
-def _bias(valid: torch.Tensor) -> torch.Tensor:
-    """Additive attention bias [B, 1, 1, L]: 0 for valid keys, NEG for the others."""
-    return torch.zeros(valid.shape[0], 1, 1, valid.shape[1], device=valid.device).masked_fill(
-        ~valid[:, None, None, :], NEG)
-
-
-def _mag(lay, rows: torch.Tensor, valid: torch.Tensor, space_dict: torch.Tensor, want_align: bool):
-    """MAG at a layer's input: A over the non-CLS tokens and (training) the pooled features.
-    A is computed on the layout's rows (BLIP maps tokens to space_dict directly, no projection)."""
-    attn_map = lay.mag_tokens(pruning.token_attention_map(lay.mag_rows(rows), space_dict))
-    if not want_align:
-        return attn_map, None
-    return attn_map, pruning.pooled_features(lay.mag_tokens(lay.mag_rows(rows)), attn_map, valid[:, 1:])
-
-
-def _prune(lay, make_layout, rows, valid, attn, head_out, attn_map, temperature, min_keep, semantics, **kw):
-    """One DTP step on a layout's rows -> the step's result, the next layout and its rows."""
-    r = pruning.prune_step(lay.unrows(rows), valid, attn, head_out, attn_map, temperature, min_keep, semantics,
-                           **kw)
-    lay = make_layout(r.valid)
-    return r, lay, lay.rows(r.x)
-
-
-def _layout(mode: str):
-    """The layout a mode runs on and the batch semantics its pruning takes."""
-    return (Packed if mode == Mode.packed else Padded), \
-        (Mode.reference.value if mode == Mode.reference else Mode.invariant.value)
-
-
 def _pair_scores(attn, head_out, attn_map, valid, temperature, pairs: int):
     """MADTP's TIS, and a threshold under which rows r and r + pairs keep the same count: the larger of
     their two counts. That is the reference's max-keep inside one NLVR2 instance (its batch-1 vision
@@ -113,12 +86,6 @@ def _pair_scores(attn, head_out, attn_map, valid, temperature, pairs: int):
     ranked = torch.topk(tis.masked_fill(~valid, NEG), tis.shape[1], dim=1, sorted=True).values
     ranked = torch.cat([ranked, torch.full_like(ranked[:, :1], NEG)], 1)
     return tis, ranked.gather(1, k[:, None]).squeeze(1)  # the (k+1)-th largest: exactly k lie above
-
-
-def _add(total, f):
-    if f is None or total is None:
-        return f if total is None else total
-    return total + f
 
 
 # -- vision: BLIP's ViT -------------------------------------------------------------------------
@@ -164,6 +131,21 @@ class ViTBlock(nn.Module):
         self.norm2 = nn.LayerNorm(width, eps=eps)
         self.mlp = Mlp(width, mlp)
 
+    # -- the pruned tower's block interface (models/tower.py) --
+    q_map = None  # BLIP's MAG has no per-layer map
+
+    def attn_in(self, rows: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.attn.qkv(self.norm1(rows)),)
+
+    def attend(self, qkv: torch.Tensor, bias: torch.Tensor):
+        return self.attn.attend(qkv, bias)
+
+    def attn_out(self, merged: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return rows + self.attn.proj(merged)
+
+    def feed_forward(self, lay, rows: torch.Tensor, cross=None) -> torch.Tensor:
+        return rows + self.mlp(self.norm2(rows))
+
 
 class VisionTransformer(nn.Module):
     def __init__(self, s: BlipSpec):
@@ -184,31 +166,10 @@ class VisionTransformer(nn.Module):
         valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         tokens_in = valid.sum(1)
         min_keep = torch.zeros_like(tokens_in)  # the reference skips a layer only when K < 1 or N - K <= 1
-        make_layout, semantics = _layout(mode)
-        prune, bias, kept, align = temperature > 0, _bias(valid), [], None
-        lay = make_layout(valid)
-        rows = lay.rows(x)
-        for blk in self.blocks:
-            if prune:
-                attn_map, f = _mag(lay, rows, valid, space_dict, want_align)
-                align = _add(align, f)
-            qkv = blk.attn.qkv(blk.norm1(rows))
-            qkv = lay.unrows(qkv)
-            merged, attn, head_out = blk.attn.attend(qkv, bias)
-            merged = lay.rows(merged)
-            rows = rows + blk.attn.proj(merged)
-            if prune:
-                tis, theta = _pair_scores(attn, head_out, attn_map, valid[:, 1:], temperature, pairs) \
-                    if pairs else (None, None)
-                r, lay, rows = _prune(lay, make_layout, rows, valid, attn, head_out, attn_map, temperature,
-                                      min_keep, semantics, tis=tis, theta=theta)
-                valid, bias = r.valid, _bias(r.valid)
-                kept.append(r.kept)
-            else:
-                kept.append(valid.sum(1))
-            rows = rows + blk.mlp(blk.norm2(rows))
-        x = lay.unrows(self.norm(rows))
-        return Tokens(x, valid, torch.stack(kept, 1), tokens_in, align)
+        score_fn = functools.partial(_pair_scores, pairs=pairs) if pairs else None
+        t = tower.forward(self.blocks, x, valid, space_dict, temperature, mode, min_keep, want_align=want_align,
+                      score_fn=score_fn, final=self.norm)
+        return Tokens(t.x, t.valid, t.kept, tokens_in, t.align)
 
 
 # -- text: BLIP's BERT (med.py / nlvr_encoder.py) -----------------------------------------------
@@ -308,14 +269,6 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(w, s.text_mlp)
         self.output = BertOutput(w, s.text_mlp, eps)
 
-    def self_attention(self, lay, rows: torch.Tensor, bias: torch.Tensor):
-        """Self-attention sub-layer on the layout's rows -> new rows, attention, attn·v."""
-        sa = self.attention
-        q, k, v = (lay.unrows(proj(rows)) for proj in (sa.self.query, sa.self.key, sa.self.value))
-        merged, attn, head_out = sa.self.attend(q, k, v, bias)
-        merged = lay.rows(merged)
-        return sa.output(merged, rows), attn, head_out
-
     def cross(self, lay, rows: torch.Tensor, images: list) -> torch.Tensor:
         """Cross-attention to one image (retrieval's ITM) or two (NLVR2's twin). `images`: one
         (layout, rows, bias) per image; keys and values are projected on the image's rows."""
@@ -330,6 +283,25 @@ class BertLayer(nn.Module):
 
     def ffn(self, x: torch.Tensor) -> torch.Tensor:
         return self.output.LayerNorm(self.output.dense(F.gelu(self.intermediate.dense(x))) + x)
+
+    # -- the pruned tower's block interface (models/tower.py) --
+    q_map = None  # BLIP's MAG has no per-layer map
+
+    def attn_in(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        sa = self.attention.self
+        return sa.query(rows), sa.key(rows), sa.value(rows)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor):
+        return self.attention.self.attend(q, k, v, bias)
+
+    def attn_out(self, merged: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return self.attention.output(merged, rows)
+
+    def feed_forward(self, lay, rows: torch.Tensor, cross=None) -> torch.Tensor:
+        """Cross-attention to the images (None: text only, retrieval's ITC), then the FFN."""
+        if cross is not None:
+            rows = self.cross(lay, rows, cross)
+        return self.ffn(rows)
 
 
 class BertEncoder(nn.Module):
@@ -355,32 +327,16 @@ class BertModel(nn.Module):
             valid = attention_mask.to(torch.bool)
         tokens_in = valid.sum(1)
         min_keep = torch.zeros_like(tokens_in)
-        make_layout, semantics = _layout(mode)
+        make_layout = tower.layout_for(mode)
         cross = None
         if images is not None:  # each image's kept tokens as rows, once for every layer's keys and values
             cross = []
-            for t in images:
-                ilay = make_layout(t.valid)
-                cross.append((ilay, ilay.rows(t.x), _bias(t.valid)))
-        prune, bias, kept, align = temperature > 0, _bias(valid), [], None
-        lay = make_layout(valid)
-        rows = lay.rows(x)
-        for layer in self.encoder.layer:
-            if prune:
-                attn_map, f = _mag(lay, rows, valid, space_dict, want_align)
-                align = _add(align, f)
-            rows, attn, head_out = layer.self_attention(lay, rows, bias)
-            if prune:
-                r, lay, rows = _prune(lay, make_layout, rows, valid, attn, head_out, attn_map, temperature,
-                                      min_keep, semantics)
-                valid, bias = r.valid, _bias(r.valid)
-                kept.append(r.kept)
-            else:
-                kept.append(valid.sum(1))
-            if cross is not None:
-                rows = layer.cross(lay, rows, cross)
-            rows = layer.ffn(rows)
-        return Tokens(lay.unrows(rows), valid, torch.stack(kept, 1), tokens_in, align)
+            for img in images:
+                ilay = make_layout(img.valid)
+                cross.append((ilay, ilay.rows(img.x), tower.attention_bias(img.valid)))
+        t = tower.forward(self.encoder.layer, x, valid, space_dict, temperature, mode, min_keep, want_align=want_align,
+                      cross=cross)
+        return Tokens(t.x, t.valid, t.kept, tokens_in, t.align)
 
 
 # -- the models ---------------------------------------------------------------------------------

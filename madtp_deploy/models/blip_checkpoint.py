@@ -19,7 +19,7 @@ import torch
 from ..errors import CheckpointError, SpecError
 from ..specs import BlipSpec
 from .blip import build
-from .checkpoint import MAG_SEED, TRAINING_ONLY, load_strict, stored_temperature
+from .state import MAG_SEED, TRAINING_ONLY, load_strict, stored_temperature
 
 SKIPPED = {"text_encoder.embeddings.position_ids"}  # a buffer BLIP's BertEmbeddings saves; we rebuild it
 HEAD_DIM = 64

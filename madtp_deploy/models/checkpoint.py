@@ -18,24 +18,17 @@ import torch
 
 from ..errors import CheckpointError
 from ..specs import ClipSpec
+from . import blip_checkpoint  # BLIP NLVR2 / retrieval files, detected from their keys
 from .clip import MadtpCLIP
-from .inputs import check_temperature
+from .state import MAG_SEED, TRAINING_ONLY, fmt_keys, load_strict, stored_temperature
 
-MAG_SEED = 0x4D414454  # "MADT": fresh MAG parameters for a dense checkpoint, identical on every load
 OPENAI_META = {"input_resolution", "context_length", "vocab_size"}  # ints in OpenAI's state dicts
-TRAINING_ONLY = re.compile(r"^([A-Za-z0-9_]+_m(\.|$)|(image|text|idx|ptr)_queue$)")
-
-
-def _fmt(keys, limit: int = 6) -> str:
-    keys = sorted(keys)
-    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
 
 
 def _need(sd: dict, path: Path, keys: list[str], what: str) -> None:
     missing = [k for k in keys if k not in sd]
     if missing:
-        raise CheckpointError(f"{path}: not {what}: missing key(s) {_fmt(missing)}; "
+        raise CheckpointError(f"{path}: not {what}: missing key(s) {fmt_keys(missing)}; "
                               f"fix: pass an OpenAI/MADTP CLIP ViT checkpoint or a Hugging Face CLIP directory")
 
 
@@ -99,11 +92,6 @@ def spec_fields(d, where: str, complete: bool = False) -> dict:
     return d
 
 
-def stored_temperature(value, where: str) -> float:
-    """A temperature read from a file: finite and >= 0, else a CheckpointError naming the file."""
-    return check_temperature(value, f"{where}: field 'temperature'", error=CheckpointError)
-
-
 def _mag_keys(model: MadtpCLIP) -> set[str]:
     return {k for k in model.state_dict() if k == "space_dict" or ".query_model." in k}
 
@@ -117,27 +105,9 @@ def build_from_state_dict(sd: dict, path: Path, spec: ClipSpec, mode: str, tempe
     mag = _mag_keys(model)
     given_mag = mag & sd.keys()
     if given_mag and given_mag != mag:
-        raise CheckpointError(f"{path}: MADTP alignment parameters incomplete: missing {_fmt(mag - given_mag)}; "
+        raise CheckpointError(f"{path}: MADTP alignment parameters incomplete: missing {fmt_keys(mag - given_mag)}; "
                               f"fix: pass the full MADTP checkpoint")
     return load_strict(model, sd, path, fresh=mag - given_mag, what=spec.name)
-
-
-def load_strict(model, sd: dict, path: Path, fresh: set[str], what: str):
-    """Load `sd` into `model`: every key but those in `fresh` (MAG parameters a dense checkpoint lacks,
-    which keep their seeded initial values) must be there with the model's shape, and none besides."""
-    expected = model.state_dict()
-    missing, unexpected = (expected.keys() - fresh) - sd.keys(), sd.keys() - expected.keys()
-    if missing or unexpected:
-        parts = ([f"missing key(s) {_fmt(missing)}"] if missing else []) + \
-                ([f"unexpected key(s) {_fmt(unexpected)}"] if unexpected else [])
-        raise CheckpointError(f"{path}: does not fit {what}: {'; '.join(parts)}; "
-                              f"fix: pass a checkpoint of this architecture")
-    bad = [f"{k} {tuple(sd[k].shape)} != {tuple(expected[k].shape)}" for k in sorted(sd)
-           if tuple(sd[k].shape) != tuple(expected[k].shape)]
-    if bad:
-        raise CheckpointError(f"{path}: mis-shaped key(s) {'; '.join(bad[:4])}; fix: pass a consistent checkpoint")
-    model.load_state_dict(sd, strict=False)  # strictness checked above; `fresh` keys may be absent
-    return model.eval()
 
 
 # -- file formats -------------------------------------------------------------------------------
@@ -168,7 +138,6 @@ def load_torch_file(path: Path, mode: str, temperature: float | None) -> MadtpCL
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: top level is {type(obj).__name__}, expected a dict; "
                               f"fix: pass a state dict or {{'model': state_dict, 'temperature': T}}")
-    from . import blip_checkpoint  # BLIP NLVR2 / retrieval files, detected from their keys
     if blip_checkpoint.is_blip_object(obj):
         return blip_checkpoint.load_object(obj, path, mode, temperature)
     overrides = {}

@@ -1,7 +1,8 @@
 """CLIP (ViT image tower + causal text tower) with MADTP's MAG and DTP in every layer.
 
 Parameter names are OpenAI CLIP's plus MADTP's `space_dict` and per-block `query_model.q_map.0`,
-so OpenAI and MADTP checkpoints load by name. The pruning math lives in `madtp_deploy.pruning`.
+so OpenAI and MADTP checkpoints load by name. The pruned block loop is models/tower.py's (shared with
+BLIP); the pruning math lives in `madtp_deploy.pruning`.
 
 Every layer carries a `valid` mask over its tokens. In "reference" mode with no padding it is all
 True and the computation is exactly the reference's; in "invariant" mode it masks the slots an
@@ -18,13 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import pruning
 from ..modes import LIBRARY_DEFAULT, MODES, parse_mode  # noqa: F401 (MODES: the modes this model implements)
 from ..specs import ClipSpec
+from . import tower
 from .inputs import check_pixels, check_text
-from .layout import Packed, Padded
-
-NEG = torch.finfo(torch.float32).min
 
 
 @dataclass
@@ -95,6 +93,23 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(width, eps=eps)
         self.query_model = QueryModel(width, sd_dim)
 
+    # -- the pruned tower's block interface (models/tower.py) --
+    @property
+    def q_map(self) -> nn.Module:
+        return self.query_model.q_map
+
+    def attn_in(self, rows: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.attn.qkv(self.ln_1(rows)),)
+
+    def attend(self, qkv: torch.Tensor, bias: torch.Tensor):
+        return self.attn.attend(qkv, bias)
+
+    def attn_out(self, merged: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return rows + self.attn.out_proj(merged)
+
+    def feed_forward(self, lay, rows: torch.Tensor, cross=None) -> torch.Tensor:
+        return rows + self.mlp(self.ln_2(rows))
+
 
 class Tower(nn.Module):
     """A stack of blocks; token 0 (CLS / SOT) is never pruned."""
@@ -105,67 +120,14 @@ class Tower(nn.Module):
         self.causal = causal
         self.resblocks = nn.Sequential(*[Block(width, heads, mlp, sd_dim, act, eps) for _ in range(layers)])
 
-    def _bias(self, valid: torch.Tensor) -> torch.Tensor:
-        n = valid.shape[1]
-        bias = torch.zeros(valid.shape[0], 1, 1, n, dtype=torch.float32, device=valid.device)
-        bias = bias.masked_fill(~valid[:, None, None, :], NEG)
-        if self.causal:
-            pos = torch.arange(n, device=valid.device)
-            future = pos[None, :] > pos[:, None]
-            bias = bias.masked_fill(future, NEG)
-        return bias
-
     def forward(self, x, valid, space_dict, temperature, mode, min_keep, track=None, want_align=False,
                 score_fn=None, capacity=None):
-        """Run the blocks on x [B, L, C] with its valid mask; prune after each attention when T > 0.
-
-        `mode` picks the batch semantics and the layout (reference and invariant: padded; packed:
-        per-token work on the valid rows only); `capacity` (one slot count per layer) fixes every
-        pruned layer's size for static-shape graphs. Returns x, valid, track, kept [B, layers],
-        the MAG features summed over layers (or None) and overflow [B, layers] (or None).
-        """
-        semantics = "reference" if mode == "reference" else "invariant"
-        # fixed capacities exist for static shapes: their slots stay padded (no data-dependent sizes)
-        make_layout = Packed if mode == "packed" and capacity is None else Padded
-        kept, overflow, align = [], [], None
-        prune = temperature > 0
-        lay = make_layout(valid)
-        rows = lay.rows(x)
-        bias = self._bias(valid)  # rebuilt after every layer that prunes
-        # One statement per step, layout moves on lines of their own: the exported nodes' stack
-        # traces name these lines, and the bench's profile attributes kernel time by them.
-        for i, block in enumerate(self.resblocks):
-            if prune:
-                q = lay.mag_rows(rows)
-                q = block.query_model.q_map(q)
-                q = lay.mag_tokens(q)
-                attn_map = pruning.token_attention_map(q, space_dict)
-                if want_align:
-                    f = pruning.pooled_features(q, attn_map, valid[:, 1:])
-                    align = f if align is None else align + f
-            qkv = block.attn.qkv(block.ln_1(rows))
-            qkv = lay.unrows(qkv)
-            merged, attn, head_out = block.attn.attend(qkv, bias)
-            merged = lay.rows(merged)
-            rows = rows + block.attn.out_proj(merged)
-            if prune:
-                tis, theta = score_fn(attn=attn, head_out=head_out, attn_map=attn_map, valid=valid[:, 1:],
-                                      temperature=temperature) if score_fn is not None else (None, None)
-                x = lay.unrows(rows)
-                r = pruning.prune_step(x, valid, attn, head_out, attn_map, temperature, min_keep, semantics, track,
-                                       tis, theta, capacity=None if capacity is None else capacity[i])
-                valid, track = r.valid, r.track
-                lay = make_layout(valid)
-                rows = lay.rows(r.x)
-                bias = self._bias(valid)
-                kept.append(r.kept)
-                if r.overflow is not None:
-                    overflow.append(r.overflow)
-            else:
-                kept.append(valid.sum(1))
-            rows = rows + block.mlp(block.ln_2(rows))
-        overflow = torch.stack(overflow, 1) if overflow else None
-        return lay.unrows(rows), valid, track, torch.stack(kept, 1), align, overflow
+        """Run the blocks on x [B, L, C] with its valid mask; prune after each attention when T > 0
+        (models/tower.py). Returns x, valid, track, kept [B, layers], the MAG features summed over
+        layers (or None) and overflow [B, layers] (or None)."""
+        t = tower.forward(self.resblocks, x, valid, space_dict, temperature, mode, min_keep, track=track,
+                      want_align=want_align, score_fn=score_fn, capacity=capacity, causal=self.causal)
+        return t.x, t.valid, t.track, t.kept, t.align, t.overflow
 
 
 class VisualTransformer(nn.Module):

@@ -135,6 +135,13 @@ class EncoderIO:
         (default: the spec's range, opt at the longest)."""
         if not 1 <= batch[0] <= batch[1] <= batch[2]:
             raise UsageError(f"batch profile {batch}: need 1 <= min <= opt <= max; fix: e.g. --batch-sizes 1,8,32")
+        if "seq" not in self.max_sizes:  # no dynamic text axis: an image graph, or a static text graph
+            fixed = sorted({t.axes[1] for t in self.inputs if len(t.axes) == 2 and isinstance(t.axes[1], int)})
+            if seq is not None:
+                what = (f"a static {self.encoder} graph has a fixed length of {fixed[0]} tokens" if fixed else
+                        f"the {self.encoder} graph has no text length")
+                raise UsageError(f"--text-lengths {','.join(map(str, seq))}: {what}; fix: drop --text-lengths")
+            seq = (1, 1, 1)
         lo, hi = self.min_sizes.get("seq", 1), self.max_sizes.get("seq", 1)
         seq = seq or (lo, hi, hi)
         if not lo <= seq[0] <= seq[1] <= seq[2] <= hi:

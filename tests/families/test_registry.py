@@ -97,7 +97,7 @@ def test_a_fourth_family_exports_validates_and_serves_through_the_registry_alone
 def test_a_feature_a_family_lacks_is_refused_in_one_line(toy_family):
     """Bug caught: a missing feature reached code written for another family (a traceback, or a silently
     wrong artifact) instead of the registry's one-line refusal."""
-    with pytest.raises(UsageError, match=r"toy: .*static.* not supported for Toy models.*fix: use a model of .*clip"):
+    with pytest.raises(UsageError, match=r"toy: fixed-capacity .* not built for Toy models; fix: export with --shapes dynamic.*family clip"):
         encoder_io(ToySpec(), "image", static=True)
     with pytest.raises(UsageError, match=r"encoder 'text': toy \(Toy\) has image"):
         encoder_io(ToySpec(), "text")

@@ -72,3 +72,50 @@ def test_hf_directory_errors(tmp_path, hf_dir):
     (bad / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(CheckpointError, match="model_type"):
         madtp_deploy.load(bad)
+
+
+def _poisoned(sd: dict, *keys: str) -> dict:
+    sd = {k: v.clone() for k, v in sd.items()}
+    for i, k in enumerate(keys):
+        sd[k].view(-1)[0] = (float("nan"), float("inf"), -float("inf"))[i % 3]
+    return sd
+
+
+@pytest.mark.parametrize("kind", ["clip.pt", "clip.safetensors", "blip-nlvr.pth", "hf-dir"])
+def test_nan_or_inf_weights_are_refused_at_load(tmp_path, kind, hf_dir):
+    """Bug caught: a checkpoint with NaN / Inf weights (a diverged run) loads silently and serves NaN.
+    The CLI shows it through `madtp-deploy info FILE` (exit 2, this one line)."""
+    from safetensors.torch import load_file, save_file
+
+    bad = ["visual.transformer.resblocks.1.mlp.c_fc.weight", "ln_final.bias"]
+    if kind == "clip.pt":
+        path = tmp_path / "m.pt"
+        torch.save({"model": _poisoned(madtp_deploy.load(TINY).state_dict(), *bad), "temperature": 1.0}, path)
+    elif kind == "clip.safetensors":
+        path = tmp_path / "m.safetensors"
+        save_file(_poisoned(madtp_deploy.load(TINY).state_dict(), *bad), path)
+    elif kind == "blip-nlvr.pth":
+        path = tmp_path / "m.pth"
+        bad = ["text_encoder.encoder.layer.1.crossattention.self0.key.weight", "cls_head.2.bias"]
+        torch.save({"model": _poisoned(madtp_deploy.load("blip-nlvr-tiny").state_dict(), *bad)}, path)
+    else:
+        src, _ = hf_dir
+        path = tmp_path / "hf"
+        path.mkdir()
+        (path / "config.json").write_text((src / "config.json").read_text())
+        bad = ["text_projection.weight"]
+        save_file(_poisoned(load_file(src / "model.safetensors"), *bad), path / "model.safetensors")
+        bad = ["text_projection"]  # the name we load it under
+    with pytest.raises(CheckpointError) as err:
+        madtp_deploy.load(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: weights hold NaN or Inf") and "\n" not in msg
+    assert all(k in msg for k in bad) and "re-train" in msg
+
+
+def test_finite_check_names_the_first_bad_tensors_only(tmp_path):
+    keys = [k for k, v in madtp_deploy.load(TINY).state_dict().items() if v.is_floating_point()][:5]
+    torch.save(_poisoned(madtp_deploy.load(TINY).state_dict(), *keys), tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match=r"\(\+2 more tensor\(s\)\)") as err:
+        madtp_deploy.load(tmp_path / "m.pt")
+    assert "(1 NaN, 0 Inf of" in str(err.value) and keys[2] in str(err.value) and keys[3] not in str(err.value)
