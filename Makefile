@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 CLI    := $(VENV)/bin/madtp-deploy
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean modelopt-env calibration-report gpu-check
+.PHONY: setup demo test lint bench clean modelopt-env calibration-report gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,8 +21,13 @@ demo: setup
 	$(CLI) export --output export/
 	$(CLI) bench --batch-sizes 1,8,32 --json export/bench.json --markdown export/bench.md
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -q
+
+# ruff (a small rule set, pyproject.toml [tool.ruff]) and mypy on madtp_deploy/ ([tool.mypy])
+lint: setup
+	$(VENV)/bin/ruff check madtp_deploy tests scripts examples
+	$(VENV)/bin/mypy
 
 bench: setup
 	$(PY) scripts/run_bench.py
@@ -58,7 +63,27 @@ modelopt-env: $(MODELOPT_VENV)/.installed
 calibration-report: setup modelopt-env
 	$(PY) scripts/calibration_report.py
 
-# GPU-only checks (CUDA eager/compiled, AOTInductor CUDA, onnxruntime CUDA, TensorRT via polygraphy):
-# one JSON; every check that cannot run says why (all skip on a machine without a GPU)
+# GPU-only checks (CUDA eager/compiled, AOTInductor CUDA, onnxruntime CUDA, TensorRT via polygraphy; the
+# static image engine built, then run through the Python TensorRT session and engines/cpp's TensorRT
+# backend, which needs TENSORRT_ROOT=/path/to/TensorRT SDK): one JSON; every check that cannot run says
+# why (all skip on a machine without a GPU). TensorRT, polygraphy, cuda-python: pip install '.[trt]'.
 gpu-check: setup
 	$(PY) scripts/gpu_check.py --output export/gpu_check.json
+
+# Serving (issue 19): Triton Inference Server from PyPI's nvidia-pytriton wheel, in its OWN venv
+# (nvidia-pytriton pins numpy<2, tritonclient pins protobuf<7). The CPU torch goes in first (else a
+# CUDA build); never onnxruntime-gpu here. The python backend's model.py imports this package from it.
+.PHONY: serve-env serve
+SERVE_VENV ?= .venv-serve
+$(SERVE_VENV)/.installed: pyproject.toml
+	test -x $(SERVE_VENV)/bin/python || python3 -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(SERVE_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(SERVE_VENV)/bin/python -m pip install -q "numpy<2" "nvidia-pytriton==0.7.0" "tritonclient[grpc]==2.51.0" "torch==2.13.0" -e .
+	touch $@
+
+serve-env: $(SERVE_VENV)/.installed
+
+# serve the shipped model on 127.0.0.1 (free ports; Ctrl-C stops it and leaves nothing behind)
+serve: setup serve-env
+	$(CLI) serve --model shipped

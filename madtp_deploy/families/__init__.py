@@ -141,7 +141,7 @@ def spec_from_record(record: dict):
 
     name = record.get("family")
     spec = record["model"]["spec"]
-    return get(name).spec_type.from_dict(spec) if name else spec_from_dict(spec)
+    return get(name).spec_type.from_dict(spec) if name else spec_from_dict(spec)  # type: ignore[attr-defined]
 
 
 def having_feature(feature: str) -> list[Family]:

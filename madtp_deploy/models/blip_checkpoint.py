@@ -121,5 +121,5 @@ def load_object(obj: dict, path: Path, mode, temperature: float | None):
     try:
         spec = spec_from_state_dict(sd, path, **overrides)
     except SpecError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
+        raise CheckpointError(f"{path}: {exc}") from exc
     return build_from_state_dict(sd, path, spec, mode, t)

@@ -13,6 +13,7 @@ import math
 import re
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -86,8 +87,9 @@ def spec_fields(d, where: str, complete: bool = False) -> dict:
         kind = str(fields[k].type)
         if isinstance(v, bool) or not isinstance(v, _FIELD_TYPES.get(kind, (object,))):
             raise CheckpointError(f"{where}: field 'spec.{k}' is {v!r}, expected {kind}; fix: {fix}")
-        if kind == "int" and v < 1 or k == "eot_token_id" and v is not None and v < 0 or \
-                kind == "float" and not (math.isfinite(v) and v > 0):
+        num: Any = v  # a JSON number of the field's type (checked above)
+        if kind == "int" and num < 1 or k == "eot_token_id" and num is not None and num < 0 or \
+                kind == "float" and not (math.isfinite(num) and num > 0):
             raise CheckpointError(f"{where}: field 'spec.{k}' is {v!r}, must be positive; fix: {fix}")
     return d
 
@@ -122,7 +124,7 @@ def _read_torch(path: Path):
             except Exception:  # noqa: BLE001
                 pass
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}); "
-                              f"fix: pass a file written by torch.save or a .safetensors file") from None
+                              f"fix: pass a file written by torch.save or a .safetensors file") from exc
 
 
 def _read_safetensors(path: Path) -> dict:
@@ -130,7 +132,7 @@ def _read_safetensors(path: Path) -> dict:
     try:
         return load_file(str(path))
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc}); fix: re-save it") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc}); fix: re-save it") from exc
 
 
 def load_torch_file(path: Path, mode: str, temperature: float | None) -> MadtpCLIP:
@@ -164,7 +166,7 @@ def load_safetensors_file(path: Path, mode: str, temperature: float | None) -> M
         try:
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{meta_path}: invalid JSON ({exc.msg}, line {exc.lineno}); fix: re-write it") from None
+            raise CheckpointError(f"{meta_path}: invalid JSON ({exc.msg}, line {exc.lineno}); fix: re-write it") from exc
         if not isinstance(meta, dict):
             raise CheckpointError(f"{meta_path}: top level is a {type(meta).__name__}, expected an object "
                                   f"{{'spec': ..., 'temperature': ...}}; fix: re-write it or remove it")

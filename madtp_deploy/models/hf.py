@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -34,7 +35,7 @@ def _read_weights(directory: Path) -> dict:
     if not files:
         raise CheckpointError(f"{directory}: no model.safetensors or pytorch_model.bin; "
                               f"fix: save the model with save_pretrained")
-    sd = {}
+    sd: dict[str, torch.Tensor] = {}
     for f in files:
         sd.update(_read_safetensors(f) if f.suffix == ".safetensors" else _read_torch(f))
     return sd
@@ -92,9 +93,10 @@ def load_hf_directory(directory: Path, mode: str, temperature: float | None):
         config = CLIPConfig.from_dict(cfg)
     except Exception as exc:  # noqa: BLE001 - transformers' own errors on malformed configs
         raise CheckpointError(f"{cfg_path}: not a valid CLIPConfig ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); fix: re-save with save_pretrained") from None
+                              f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); fix: re-save with save_pretrained") from exc
     sd = convert_hf_state_dict(_read_weights(directory), directory)
-    v, t = config.vision_config, config.text_config
+    v: Any = config.vision_config  # CLIPVisionConfig once from_dict has run
+    t: Any = config.text_config
     if v.hidden_act != t.hidden_act or v.layer_norm_eps != t.layer_norm_eps:
         raise CheckpointError(f"{cfg_path}: vision and text towers differ in hidden_act/layer_norm_eps; "
                               f"fix: use a CLIPModel whose towers share them (unsupported otherwise)")

@@ -18,7 +18,7 @@ import math
 import torch
 
 from ..errors import InputError, MadtpError
-from ..specs import BlipSpec, ClipSpec
+from ..specs import BlipSpec, ClipSpec, Spec
 
 # CLIP-normalised pixels lie in about [-1.8, 2.2]; 0-255 data almost always exceeds this bound.
 PIXEL_LIMIT = 30.0
@@ -29,7 +29,7 @@ def _tracing() -> bool:
     return torch.compiler.is_compiling()
 
 
-def check_pixels(spec: ClipSpec, pixels, where: str = "pixels") -> None:
+def check_pixels(spec: Spec, pixels, where: str = "pixels") -> None:
     """pixels: float [B, 3, S, S] (S = spec.image_size exactly), finite, CLIP-normalised."""
     if not isinstance(pixels, torch.Tensor):
         raise InputError(f"{where}: a {type(pixels).__name__}, expected a torch.Tensor; fix: torch.as_tensor(x)")
@@ -43,8 +43,8 @@ def check_pixels(spec: ClipSpec, pixels, where: str = "pixels") -> None:
                          f"fix: resize to {s}x{s} (madtp_deploy.data.retrieval.preprocess) and stack a batch")
     if _tracing():
         return
-    lo, hi = torch.aminmax(pixels.detach())  # NaN propagates into both, +-inf shows in one
-    lo, hi = float(lo), float(hi)
+    lo_t, hi_t = torch.aminmax(pixels.detach())  # NaN propagates into both, +-inf shows in one
+    lo, hi = float(lo_t), float(hi_t)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise InputError(f"{where}: contains NaN or Inf values; fix: check the image decoding and preprocessing")
     if max(-lo, hi) > PIXEL_LIMIT:

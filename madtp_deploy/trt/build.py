@@ -39,7 +39,7 @@ def parse_triple(text: str, option: str) -> tuple[int, int, int]:
         vals *= 3
     if len(vals) != 3 or not 1 <= vals[0] <= vals[1] <= vals[2]:
         raise UsageError(f"{option} {text!r}: need min,opt,max with 1 <= min <= opt <= max; fix: e.g. {option} 1,8,32")
-    return tuple(vals)
+    return vals[0], vals[1], vals[2]
 
 
 def onnx_sidecar(onnx_path: Path) -> dict:
@@ -60,7 +60,7 @@ def profile_shapes(onnx_path: Path, batch=(1, 8, 32), seq=None) -> dict[str, tup
         spec, encoder = spec_from_dict(side["model"]["spec"]), side["encoder"]
         static = side.get("shapes") == "static"
     except (KeyError, TypeError) as exc:
-        raise RuntimeBackendError(f"{Path(onnx_path).with_suffix('.json')}: field {exc} missing; fix: re-export") from None
+        raise RuntimeBackendError(f"{Path(onnx_path).with_suffix('.json')}: field {exc} missing; fix: re-export") from exc
     max_batch = int(side.get("max_batch", batch[2]))
     if batch[2] > max_batch:
         raise UsageError(f"--batch-sizes {','.join(map(str, batch))}: max {batch[2]} is above the graph's max batch "
@@ -104,8 +104,8 @@ def make_config(shapes: dict, timing_cache: Path | None = None):
 def trt_version() -> str:
     try:
         import tensorrt
-    except ImportError:
-        raise RuntimeBackendError(NO_TRT) from None
+    except ImportError as exc:
+        raise RuntimeBackendError(NO_TRT) from exc
     return tensorrt.__version__
 
 
@@ -118,8 +118,8 @@ def compute_capability(device: int = 0) -> str:
     asked through cuda-python, not torch: the project's environment holds the CPU build of torch."""
     try:
         from cuda.bindings import driver
-    except ImportError:
-        raise RuntimeBackendError(NO_CUDA_PYTHON) from None
+    except ImportError as exc:
+        raise RuntimeBackendError(NO_CUDA_PYTHON) from exc
 
     def call(name, *args):
         try:
@@ -206,7 +206,7 @@ def build_engine(onnx_path: Path, *, engines_dir: Path = Path("engines"), batch=
     except Exception as exc:  # noqa: BLE001 - parser/builder errors
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise RuntimeBackendError(f"{onnx_path}: TensorRT build failed ({first}); fix: check it with "
-                                  f"`madtp-deploy validate {onnx_path} --check-trt`, export --shapes static") from None
+                                  f"`madtp-deploy validate {onnx_path} --check-trt`, export --shapes static") from exc
     finally:
         if source != onnx_path:
             source.unlink(missing_ok=True)

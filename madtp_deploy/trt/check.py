@@ -243,7 +243,7 @@ def check_range(g: _Graph) -> list[Finding]:
         if None in types:
             continue
         if len(set(types)) > 1:
-            out.append(Finding("fail", "range", _name(n), "Range", f"start/limit/delta are {'/'.join(types)}: "
+            out.append(Finding("fail", "range", _name(n), "Range", f"start/limit/delta are {'/'.join(map(str, types))}: "
                                f"TensorRT's parser requires one type; fix: cast them to one type"))
         elif types[0] not in ops.RANGE_PARSER_TYPES:
             out.append(Finding("warn", "range", _name(n), "Range",
