@@ -21,8 +21,9 @@ demo: setup
 	$(CLI) export --output export/
 	$(CLI) bench --batch-sizes 1,8,32 --json export/bench.json --markdown export/bench.md
 
-test: setup lint
-	$(PY) -m pytest -q
+# the serving tests start a real Triton server from .venv-serve: they must run here, not skip
+test: setup lint serve-env
+	MADTP_REQUIRE_SERVE=1 $(PY) -m pytest -q
 
 # ruff (a small rule set, pyproject.toml [tool.ruff]) and mypy on madtp_deploy/ ([tool.mypy])
 lint: setup
@@ -87,3 +88,9 @@ serve-env: $(SERVE_VENV)/.installed
 # serve the shipped model on 127.0.0.1 (free ports; Ctrl-C stops it and leaves nothing behind)
 serve: setup serve-env
 	$(CLI) serve --model shipped
+
+# Peers (issue 20): MADTP beside ToMe, static top-k and low resolution at equal GFLOPs, on the same
+# weights, images and runtime -> docs/peers.png, docs/bench/peers*.json (about 30 minutes on 2 shared cores)
+.PHONY: peers
+peers: setup
+	$(PY) scripts/peers.py

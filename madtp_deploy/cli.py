@@ -489,6 +489,13 @@ def _train_blip_retrieval(data, output, init, reduce, epochs, batch_size, lr, we
                   f"dense {r['gflops_dense']:.5f}), temperature {r['temperature']:.3f}")
 
 
+from .serve import commands as _serve  # noqa: E402 - typer commands of madtp_deploy.serve (lazy inside)
+
+app.command("serve-repo")(_serve.serve_repo)
+app.command("serve")(_serve.serve)
+app.command("serve-bench")(_serve.serve_bench)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

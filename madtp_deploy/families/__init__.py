@@ -62,6 +62,7 @@ class Family:
     eval_report: str | None = None    # "module:function" (result) -> (columns, rows, notes) for the CLI
     bench: str | None = None          # "module:function" of the bench runner
     bench_variants: tuple[str, ...] = ("dense", "reference", "invariant", "packed")
+    serving: str | None = None        # "module:ENTRY": what a served request carries (madtp_deploy/serve/table.py)
     features: frozenset[str] = field(default_factory=frozenset)
 
     @property

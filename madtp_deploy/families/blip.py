@@ -23,7 +23,7 @@ register(Family(
     training="madtp_deploy.train.blip_retrieval:HOOKS",
     evaluator="madtp_deploy.families.evaluators:evaluate_retrieval",
     eval_report="madtp_deploy.families.evaluators:retrieval_report",
-    bench="madtp_deploy.benchmark.runner:run_image_bench",
+    bench="madtp_deploy.benchmark.runner:run_image_bench", serving="madtp_deploy.serve.table:BLIP_RETRIEVAL",
     features=frozenset({"serve", "train", "eval", "bench"}),
 ))
 
@@ -36,6 +36,6 @@ register(Family(
     data_kind="nlvr", default_init="blip-nlvr-tiny",
     training="madtp_deploy.train.blip_trainer:HOOKS",
     evaluator="madtp_deploy.families.evaluators:evaluate_nlvr", eval_report="madtp_deploy.families.evaluators:nlvr_report",
-    bench="madtp_deploy.benchmark.nlvr:run_nlvr_bench",
+    bench="madtp_deploy.benchmark.nlvr:run_nlvr_bench", serving="madtp_deploy.serve.table:BLIP_NLVR",
     features=frozenset({"serve", "train", "eval", "bench"}),
 ))

@@ -20,7 +20,7 @@ register(Family(
     data_kind="retrieval", default_init="madtp-clip-tiny",
     training="madtp_deploy.train.trainer:HOOKS",
     evaluator="madtp_deploy.families.evaluators:evaluate_clip", eval_report="madtp_deploy.families.evaluators:clip_report",
-    bench="madtp_deploy.benchmark.runner:run_image_bench",
-    bench_variants=("dense", "reference", "invariant", "packed", "static", "invariant-int8", "packed-int8", "static-int8"),
+    bench="madtp_deploy.benchmark.runner:run_image_bench", serving="madtp_deploy.serve.table:CLIP",
+    bench_variants=("dense", "reference", "invariant", "packed", "static", "tome", "topk", "lowres", "invariant-int8", "packed-int8", "static-int8"),
     features=frozenset({"static", "aoti", "calibrate", "serve", "train", "eval", "bench"}),
 ))

@@ -120,7 +120,7 @@ def test_every_named_part_of_every_family_resolves():
     for name in families.names():
         fam = families.get(name)
         for part in ("build", "describe", "image_gflops", "packed_image_gflops", "training", "evaluator",
-                     "eval_report", "bench"):
+                     "eval_report", "bench", "serving"):
             ref = getattr(fam, part)
             if ref is not None:
                 assert callable(families.resolve(ref)) or families.resolve(ref) is not None, (name, part)

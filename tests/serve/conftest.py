@@ -1,0 +1,32 @@
+"""Serving tests. Those that need the serving venv (`make serve-env`: tritonserver, tritonclient) skip
+with a reason when it is absent, unless MADTP_REQUIRE_SERVE is set (CI): then they fail."""
+
+import os
+
+import pytest
+
+from madtp_deploy.serve.server import ServeError, default_venv, find_triton
+
+
+@pytest.fixture(scope="session")
+def serve_venv():
+    venv = default_venv()
+    try:
+        find_triton(venv)
+    except ServeError as exc:
+        if os.environ.get("MADTP_REQUIRE_SERVE"):
+            pytest.fail(f"MADTP_REQUIRE_SERVE is set but the serving venv is unusable: {exc}")
+        pytest.skip(f"no serving venv ({exc}); set MADTP_REQUIRE_SERVE=1 to make this a failure")
+    return venv
+
+
+@pytest.fixture(scope="session")
+def shipped_repo(tmp_path_factory):
+    """The shipped model's repository (packed image and text graphs), exported once for the session."""
+    from madtp_deploy.serve.repository import write_repository
+
+    root = tmp_path_factory.mktemp("serve")
+    # MADTP_SERVE_TEST_CACHE: an export cache kept between runs (the export takes most of these tests' time)
+    cache = os.environ.get("MADTP_SERVE_TEST_CACHE") or root / "cache"
+    write_repository("shipped", root / "repo", cache=cache, log=lambda *_: None)
+    return root / "repo"
