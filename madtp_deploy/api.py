@@ -30,6 +30,8 @@ def load(source: str | Path, *, mode: str = LIBRARY_DEFAULT.value, temperature: 
 
     if str(source) == "shipped":
         source = SHIPPED
+    elif str(source) == "shipped-dense":  # the dense model the shipped one was compressed from (peers)
+        source = SHIPPED.with_name("madtp-clip-tiny-dense.pt")
     if isinstance(source, str) and source in spec_names():
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)

@@ -27,7 +27,7 @@ def _debug() -> bool:
 def _fail(message: str, code: int = 2, exc: BaseException | None = None):
     if exc is not None and _debug():
         traceback.print_exception(exc)
-    print(f"madtp-deploy: error: {message}", file=sys.stderr)
+    print(f"madtp-deploy: error: {message}", file=sys.stderr)  # noqa: T201 - the CLI's one error line
     sys.exit(code)
 
 
@@ -96,7 +96,7 @@ MODEL_HELP = "spec name, checkpoint file, HF CLIP directory, or 'shipped'"
 @app.command()
 def info(model: str = typer.Argument("shipped", help=MODEL_HELP)) -> None:
     """Print a model's spec, parameter count and dense GFLOPs in both conventions."""
-    from . import flops, load
+    from . import load
 
     from . import families
 
@@ -275,7 +275,7 @@ def train(data: Path = typer.Option(..., "--data", help="dataset folder (*_train
     from .data.nlvr import is_nlvr_dir
     if is_nlvr_dir(data):  # NLVR2 annotations: BLIP NLVR2 training (train/blip_trainer.py)
         return _train_nlvr(data, output, "blip-nlvr-tiny" if init == "madtp-clip-tiny" else init, reduce, epochs,
-                           batch_size, lr, weight_decay, mode, control_every, max_steps, seed, tokenizer)
+                           batch_size, lr, weight_decay, mode, control_every, max_steps, seed, resume, tokenizer)
     from .train.blip_retrieval import is_blip
     if is_blip(init):  # BLIP retrieval: ITC + ITM (+ MAG) training (train/blip_retrieval.py)
         return _train_blip_retrieval(data, output, init, reduce, epochs, batch_size, lr, weight_decay, mode,
@@ -339,7 +339,8 @@ def bench(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
           batch_sizes: str = typer.Option("1,8,32", "--batch-sizes"),
           backend: Optional[str] = typer.Option(None, "--backend", help="comma list; default: all available"),
           variants: Optional[str] = typer.Option(None, "--variants", help="comma list of dense, reference, "
-                                                 "invariant, packed, static (default: all but static)"),
+                                                 "invariant, packed, static, tome, topk, lowres, invariant-int8, "
+                                                 "packed-int8, static-int8 (default: dense, reference, invariant, packed)"),
           capacity_quantile: float = typer.Option(DEFAULT_CAPACITY_QUANTILE, "--capacity-quantile",
                                                   help="the static variant's capacities"),
           temperature: Optional[float] = typer.Option(None, "--temperature"),
@@ -406,8 +407,9 @@ def calibrate(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
               onnx: Optional[Path] = typer.Option(None, "--onnx", help="an exported fp32 encoder .onnx (default: "
                                                   "export --model's encoders first, cached)"),
               encoders: str = typer.Option("image,text", "--encoders", help="image, text or image,text"),
-              mode: Mode = typer.Option(Mode.invariant, "--mode", help="batch mode of the graph quantized "
-                                        "(default invariant: the pruning-path analysis reads the padded graph)"),
+              mode: Mode = typer.Option(SERVING_DEFAULT, "--mode", help="batch mode of the graph quantized "
+                                        "(default packed: the served graph; invariant, reference)"),
+              shapes: str = typer.Option("dynamic", "--shapes", help="dynamic, or static (the capacity graph for engines)"),
               temperature: Optional[float] = typer.Option(None, "--temperature", help="override the checkpoint's"),
               data: Optional[Path] = typer.Option(None, "--data", help="dataset folder (default: generated scenes)"),
               split: str = typer.Option("val", "--split", help="split the samples come from (not the one you "
@@ -442,7 +444,8 @@ def calibrate(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
                       quantize_pruning_path=quantize_pruning_path, float_copy=float_copy,
                       score_minmax=score_minmax, per_channel=per_channel, float_stem=not quantize_stem,
                       exclude_feeders=float_feeders)
-    results = run(model=model, onnx=onnx, encoders=parse_encoders(encoders), mode=mode.value, temperature=temperature,
+    results = run(model=model, onnx=onnx, encoders=parse_encoders(encoders), mode=mode.value, shapes=shapes,
+                  temperature=temperature,
                   data=data, split=split, calib_set=calib_set, samples=samples, seed=seed, output=output,
                   name=name, cfg=cfg, log=console.print)
     for r in results:
@@ -464,12 +467,12 @@ def _run_training(run, cfg, output: Path) -> dict:
 
 
 def _train_nlvr(data, output, init, reduce, epochs, batch_size, lr, weight_decay, mode, control_every, max_steps,
-                seed, tokenizer) -> None:
+                seed, resume, tokenizer) -> None:
     from .train.blip_trainer import BlipTrainConfig, train as run
 
     cfg = BlipTrainConfig(data=str(data), output=str(output), init=init, reduce=reduce, epochs=epochs,
                           batch_size=batch_size, lr=lr, weight_decay=weight_decay, mode=Mode(mode).value,
-                          control_every=control_every, max_steps=max_steps, seed=seed,
+                          control_every=control_every, max_steps=max_steps, seed=seed, resume=resume,
                           tokenizer=str(tokenizer) if tokenizer else None)
     r = _run_training(run, cfg, output)
     console.print(f"done: val accuracy {r['val_accuracy']:.1f}, GFLOPs/instance {r['gflops_current']:.5f} "
@@ -494,6 +497,11 @@ from .serve import commands as _serve  # noqa: E402 - typer commands of madtp_de
 app.command("serve-repo")(_serve.serve_repo)
 app.command("serve")(_serve.serve)
 app.command("serve-bench")(_serve.serve_bench)
+
+from .embed import commands as _embed  # noqa: E402 - typer commands of madtp_deploy.embed (lazy inside)
+
+app.command("embed")(_embed.embed)
+app.command("search")(_embed.search)
 
 
 def main() -> None:  # pragma: no cover - console entry point

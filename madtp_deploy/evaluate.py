@@ -1,19 +1,26 @@
-"""Retrieval evaluation: recall@1/5/10 both ways, per-instance GFLOPs and kept tokens per layer."""
+"""Retrieval evaluation: recall@1/5/10 both ways, per-instance GFLOPs and kept tokens per layer;
+for MADTP (the model as loaded) or a peer on its weights (`method`, madtp_deploy.peers)."""
 
 from __future__ import annotations
 
 import torch
 
 from . import flops
+from .errors import UsageError
 from .data.retrieval import RetrievalSplit
 from .models.clip import MadtpCLIP
 from .models.inputs import check_batch_size
 
 
 @torch.no_grad()
-def embed(model: MadtpCLIP, split: RetrievalSplit, tokenizer, batch_size: int = 64, pixels=None):
+def embed(model: MadtpCLIP, split: RetrievalSplit, tokenizer, batch_size: int = 64, pixels=None, texts=None):
+    """encode_all on a split; `texts`: the text side (embeds, kept, tokens in) already encoded."""
     pixels = split.pixels(model.spec.image_size) if pixels is None else pixels
     ids, mask = split.tokenize(tokenizer)
+    if texts is not None:
+        check_batch_size(batch_size, "batch_size")
+        encs = [model.encode_image(pixels[i:i + batch_size]) for i in range(0, len(pixels), batch_size)]
+        return (torch.cat([e.embeds for e in encs]), torch.cat([e.kept for e in encs]), *texts)
     return encode_all(model, pixels, ids, mask, batch_size)
 
 
@@ -41,9 +48,9 @@ def recalls(img: torch.Tensor, txt: torch.Tensor, split: RetrievalSplit) -> dict
     return recalls_from_scores(sims, sims.t(), split)
 
 
-def recalls_from_scores(i2t: torch.Tensor, t2i: torch.Tensor, split: RetrievalSplit) -> dict:
-    """Recall@1/5/10 both ways from score matrices i2t [images, texts] and t2i [texts, images]
-    (equal up to transposition for cosine ranking; not for BLIP's ITM re-ranking)."""
+def ranks(i2t: torch.Tensor, t2i: torch.Tensor, split: RetrievalSplit) -> tuple[torch.Tensor, torch.Tensor]:
+    """(each image's best rank of one of its captions [images], each caption's rank of its image
+    [texts]), 0 = first, from score matrices i2t [images, texts] and t2i [texts, images]."""
     i2t_rank = torch.empty(i2t.shape[0])
     for i, caps in enumerate(split.img2txt):
         order = torch.argsort(i2t[i], descending=True)
@@ -53,6 +60,13 @@ def recalls_from_scores(i2t: torch.Tensor, t2i: torch.Tensor, split: RetrievalSp
     for j, i in enumerate(split.txt2img):
         order = torch.argsort(t2i[j], descending=True)
         t2i_rank[j] = (order == i).nonzero()[0, 0]
+    return i2t_rank, t2i_rank
+
+
+def recalls_from_scores(i2t: torch.Tensor, t2i: torch.Tensor, split: RetrievalSplit) -> dict:
+    """Recall@1/5/10 both ways from score matrices i2t [images, texts] and t2i [texts, images]
+    (equal up to transposition for cosine ranking; not for BLIP's ITM re-ranking)."""
+    i2t_rank, t2i_rank = ranks(i2t, t2i, split)
     out = {}
     for k in (1, 5, 10):
         out[f"txt_r{k}"] = 100.0 * float((i2t_rank < k).float().mean())
@@ -67,22 +81,60 @@ def _stats(x: torch.Tensor) -> dict:
             "min": float(x.min()), "max": float(x.max())}
 
 
-def evaluate(model: MadtpCLIP, split: RetrievalSplit, tokenizer, batch_size: int = 64, pixels=None) -> dict:
-    img, ikept, txt, tkept, tin = embed(model, split, tokenizer, batch_size, pixels)
+def evaluate(model: MadtpCLIP, split: RetrievalSplit, tokenizer, batch_size: int = 64, pixels=None,
+             method: str = "madtp", knob=None, match=None, want_ranks: bool = False, log=None, texts=None) -> dict:
+    """Recalls, GFLOPs and kept tokens of `model` on a split. `method` "madtp": the model as loaded
+    (its temperature and mode); a peer ("tome", "topk", "lowres"): that peer on the model's weights,
+    the text tower dense, at `knob`, or at the knob whose per-image GFLOPs equal the mean own-token
+    image GFLOPs of the model `match` on this split's images (peers.match; within 2% where the knob
+    allows, `log` gets the line). `want_ranks`: also each query's rank (for paired statistics).
+    `texts`: (embeds, kept, tokens in) of the split's captions, when already encoded (the peers share
+    their model's dense text tower)."""
+    from . import peers
+
+    matched = None
+    if method != "madtp":
+        if knob is None and match is None:
+            raise UsageError(f"--method {method}: nothing sets its knob; fix: pass --match MODEL")
+        if knob is None:
+            pixels = split.pixels(model.spec.image_size) if pixels is None else pixels
+            target = float(peers.own_image_gflops(match, pixels, batch_size).mean())
+            matched = peers.match(method, model, target)
+            knob = matched.knob
+            if log is not None:
+                log(f"--match: {matched.line()}")
+        model = peers.build(method, model, knob)
+    elif match is not None:
+        raise UsageError("--match: only for a peer (--method tome|topk|lowres); fix: drop --match or pass --method")
+    img, ikept, txt, tkept, tin = embed(model, split, tokenizer, batch_size, pixels, texts)
     pruning = model.temperature > 0
-    fi = flops.image_flops(model.spec, ikept, pruning)
+    if method == "madtp":
+        fi = flops.image_flops(model.spec, ikept, pruning)
+    else:
+        fi = model.image_flops(len(img))
     ft = flops.text_flops(model.spec, tin, tkept, pruning)
     per_pair = flops.pair_gflops(fi, ft)
     dense_image, dense_text = flops.dense_flops(model.spec, int(tin[0]))
     dense = dense_image.gflops + dense_text.gflops
-    return {
+    out = {
         **recalls(img, txt, split),
+        "method": method, "knob": None if method == "madtp" else model.knob,
         "mode": model.mode, "batch_size": batch_size, "temperature": model.temperature,
         "images": len(img), "captions": len(txt),
         "gflops_image": _stats(fi.gflops), "gflops_text": _stats(ft.gflops),
+        "gflops_image_dense": float(dense_image.gflops),
         "gflops_per_pair": float(per_pair.mean()), "gflops_dense_per_pair": float(dense),
         "gflops_reduction": 1.0 - float(per_pair.mean()) / float(dense),
         "kept_image_per_layer": [float(v) for v in ikept.double().mean(0)],
         "kept_text_per_layer": [float(v) for v in tkept.double().mean(0)],
         "convention": "GFLOPs = 2 FLOPs per multiply-add, per instance (not padded batch work)",
     }
+    if matched is not None:
+        out["match"] = {"target_gflops_image": matched.target, "gflops_image": matched.gflops,
+                        "error": matched.error, "within_tolerance": matched.within, "tolerance": peers.TOLERANCE}
+    if want_ranks:
+        i, t = (torch.nn.functional.normalize(e, dim=-1) for e in (img, txt))
+        sims = i @ t.t()
+        r_txt, r_img = ranks(sims, sims.t(), split)
+        out["ranks"] = {"txt": r_txt.long().tolist(), "img": r_img.long().tolist()}
+    return out

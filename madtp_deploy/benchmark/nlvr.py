@@ -8,7 +8,6 @@ varied length: they prune differently); timing depends on the keep counts. GFLOP
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict
 from pathlib import Path
 

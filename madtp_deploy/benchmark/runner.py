@@ -49,8 +49,8 @@ def parse_batch_sizes(text: str) -> list[int]:
     parts = text.split(",")
     try:
         sizes = [int(p) for p in parts]
-    except ValueError:
-        raise UsageError(f"--batch-sizes {text!r}: not a comma-separated list of integers; fix: e.g. 1,8,32") from None
+    except ValueError as exc:
+        raise UsageError(f"--batch-sizes {text!r}: not a comma-separated list of integers; fix: e.g. 1,8,32") from exc
     if not sizes or any(s < 1 for s in sizes):
         raise UsageError(f"--batch-sizes {text!r}: sizes must be >= 1; fix: e.g. 1,8,32")
     return sizes
@@ -109,14 +109,20 @@ def _ort_runner(path: Path):
 
 PRUNED_VARIANTS = ("reference", "invariant", "packed", "static")
 DEFAULT_VARIANTS = ("dense", "reference", "invariant", "packed")
+# a pruned variant's graph quantized (onnxruntime static INT8, the pruning path in float): ort only
+INT8 = "-int8"
+INT8_VARIANTS = ("invariant-int8", "packed-int8", "static-int8")
+INT8_SAMPLES = 32  # calibration images (val split of --data, or generated scenes no bench times)
+# issue 20: the peers (madtp_deploy.peers) on the dense weights, matched to the pruned model's own GFLOPs
+PEER_VARIANTS = ("tome", "topk", "lowres")
 
 
 def parse_variants(text: str | None) -> list[str] | None:
     if text is None:
         return None
     names = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [n for n in names if n not in ("dense",) + PRUNED_VARIANTS]
-    if bad or "dense" not in names or len(names) < 2:
+    bad = [n for n in names if n not in ("dense",) + PRUNED_VARIANTS + INT8_VARIANTS + PEER_VARIANTS]
+    if bad or "dense" not in names or len(names) < 2 or not set(names) & set(PRUNED_VARIANTS + INT8_VARIANTS):
         raise UsageError(f"--variants {text!r}: need dense and at least one of {', '.join(PRUNED_VARIANTS)}"
                          f"{' (unknown: ' + ', '.join(bad) + ')' if bad else ''}; fix: e.g. dense,invariant,packed")
     return names
@@ -135,9 +141,12 @@ def _load_variants(cfg: BenchConfig, log) -> tuple[dict, dict, str]:
             raise RuntimeBackendError(f"{cfg.onnx}: no such ONNX file; fix: run `madtp-deploy export` first")
         side = read_json(Path(cfg.onnx).with_suffix(".json"), RuntimeBackendError, "sidecar missing",
                          "export with `madtp-deploy export`, which writes it")
+        from ..onnx.validate import check_sidecar_matches
+
+        check_sidecar_matches(Path(cfg.onnx), Path(cfg.onnx).with_suffix(".json"), side)  # an ONNX, and this one
         m = side["model"]
         source, temperature = m["source"], m["temperature"]
-        variant = "static" if m.get("capacity") else m["mode"]
+        variant = ("static" if m.get("capacity") else m["mode"]) + (INT8 if side.get("quantization") else "")
         variants, given = ["dense", variant], {variant: Path(cfg.onnx)}
     models = {"dense": load(source, mode="invariant", temperature=0.0)}
     family = families.of(models["dense"])
@@ -148,19 +157,29 @@ def _load_variants(cfg: BenchConfig, log) -> tuple[dict, dict, str]:
     if bad:
         raise UsageError(f"--variants {','.join(bad)}: {family.title} models bench {', '.join(family.bench_variants)}; "
                          f"fix: e.g. --variants {','.join(v for v in family.bench_variants if v != 'static')}")
-    for v in variants[1:]:
-        models[v] = load(source, mode="invariant" if v == "static" else v, temperature=temperature)
+    for v in [v for v in variants[1:] if v not in PEER_VARIANTS]:
+        base = v.removesuffix(INT8)  # an INT8 variant: its fp32 variant's model, the graph quantized
+        models[v] = load(source, mode="invariant" if base == "static" else base, temperature=temperature)
         if models[v].temperature <= 0:
             raise UsageError(f"{source}: temperature is 0 (a dense model): nothing to compare; fix: pass "
                              f"--temperature T or a MADTP checkpoint")
-    if "static" in models:
+    static = [v for v in ("static", "static" + INT8) if v in models]
+    if static:
+        first = models[static[0]]
         if side is not None:
-            models["static"].capacity = {"image": tuple(side["model"]["capacity"])}
+            first.capacity = {"image": tuple(side["model"]["capacity"])}
         else:
-            profiles = fit_profiles(models["static"], ("image",), cfg.capacity_quantile, None, 256, str(source),
-                                    weights_sha256(models["static"]))
-            apply(models["static"], profiles)
+            profiles = fit_profiles(first, ("image",), cfg.capacity_quantile, None, 256, str(source),
+                                    weights_sha256(first))
+            apply(first, profiles)
             log(f"static: capacities {profiles['image'].capacity} (quantile {cfg.capacity_quantile:g})")
+        for v in static[1:]:
+            models[v].capacity = dict(first.capacity)
+    if set(variants) & set(PEER_VARIANTS):  # matched on the bench's images (the same pool run_image_bench reads)
+        from ..peers.bench import matched_peers
+
+        images = bench_images(models["dense"], cfg.data, cfg.pool)
+        models.update(matched_peers([v for v in variants if v in PEER_VARIANTS], models, images, log))
     return models, given, str(source)
 
 
@@ -234,8 +253,10 @@ def run_image_bench(cfg: BenchConfig, models: dict, given: dict, source: str, wa
     if "ort" in wanted:
         cache.mkdir(parents=True, exist_ok=True)
         for v, m in models.items():
-            onnx_paths[v] = given.get(v) or cached_export(m, cache, v, source="bench",
+            onnx_paths[v] = given.get(v) or cached_export(m, cache, v.removesuffix(INT8), source="bench",
                                                           weights_hash=weights_hash)["image"]
+            if v.endswith(INT8) and v not in given:
+                onnx_paths[v] = _int8_graph(onnx_paths[v], spec, cfg, cache, log)
             graphs[v] = _graph_nodes(onnx_paths[v])
         layers = spec.vision_layers
         for v in graphs:
@@ -251,6 +272,8 @@ def run_image_bench(cfg: BenchConfig, models: dict, given: dict, source: str, wa
         for variant, model in models.items():
             try:
                 t0 = time.perf_counter()
+                if variant.endswith(INT8) and backend != "ort":
+                    raise RuntimeBackendError(f"{variant}: a Q/DQ ONNX graph, timed on --backend ort only")
                 if backend in ("torch", "torch-compile"):
                     runners[variant] = _torch_runner(model, compiled=backend == "torch-compile")
                     if backend == "torch-compile":
@@ -275,10 +298,12 @@ def run_image_bench(cfg: BenchConfig, models: dict, given: dict, source: str, wa
             for variant, (lat, outs, peak) in timed.items():
                 model = models[variant]
                 kept = torch.from_numpy(np.concatenate(outs))
-                per = image_gflops(spec, kept, variant != "dense")
+                per = model.image_gflops(kept) if variant in PEER_VARIANTS else image_gflops(spec, kept, variant != "dense")
                 capacity = (getattr(model, "capacity", None) or {}).get("image")
-                eff = _effective(variant, spec, outs, capacity)
-                own_v = per if variant == "dense" else own[: len(per)]
+                eff = per if variant in PEER_VARIANTS else _effective(variant.removesuffix(INT8), spec, outs, capacity)
+                # an INT8 graph's own decisions are its kept counts (batch-independent), not fp32's
+                own_v = per if variant in ("dense", f"invariant{INT8}", f"packed{INT8}") + PEER_VARIANTS \
+                    else own[: len(per)]
                 st = timing.stats(lat)
                 rate = rates["ort" if backend.startswith("ort") else "torch"]
                 floor_ms = float(eff.mean()) * b / rate * 1e3
@@ -320,8 +345,25 @@ def run_image_bench(cfg: BenchConfig, models: dict, given: dict, source: str, wa
         name = encoder_io(pruned, "image").input_names[0]
         feeds = [{name: images[(i * b + np.arange(b)) % len(images)].numpy()} for i in range(4)]
         report["machinery_share_ort"] = {v: {"batch": b, **profile.machinery_share(onnx_paths[v], feeds)}
-                                         for v in models if v != "dense"}
+                                         for v in models if v != "dense" and v not in PEER_VARIANTS}
     return report
+
+
+def _int8_graph(fp32: Path, spec, cfg: BenchConfig, cache: Path, log) -> Path:
+    """The INT8 graph of a variant's fp32 export: calibrated on INT8_SAMPLES images that no bench
+    times (the val split of --data, or generated scenes, seed 7), cached beside the fp32 graphs."""
+    from ..data import dataset, scenes
+    from ..quant.calibset import build_set
+    from ..quant.run import cached_int8
+
+    with temp_dir("bench-calib-") as root:
+        if cfg.data is None:
+            scenes.generate(root, n_train=0, n_val=INT8_SAMPLES, n_test=0, seed=7)
+        data = Path(cfg.data) if cfg.data else root
+        n = min(INT8_SAMPLES, len(dataset.load(data, "val").images))
+        arrays, _ = build_set("image", spec, data, "val", n, seed=0)
+    where = f"{n} val images of {cfg.data or 'generated scenes (seed 7)'}"
+    return cached_int8(fp32, arrays, where, cache, log=log)
 
 
 def _own_gflops(models: dict, timed: dict, batches: list) -> torch.Tensor:

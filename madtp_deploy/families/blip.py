@@ -34,7 +34,7 @@ register(Family(
     graph_code=GRAPH_CODE,
     describe="madtp_deploy.flops_blip:describe",
     data_kind="nlvr", default_init="blip-nlvr-tiny",
-    training="madtp_deploy.train.blip_trainer:HOOKS",
+    training="madtp_deploy.train.blip_nlvr:HOOKS",
     evaluator="madtp_deploy.families.evaluators:evaluate_nlvr", eval_report="madtp_deploy.families.evaluators:nlvr_report",
     bench="madtp_deploy.benchmark.nlvr:run_nlvr_bench", serving="madtp_deploy.serve.table:BLIP_NLVR",
     features=frozenset({"serve", "train", "eval", "bench"}),

@@ -18,7 +18,7 @@ register(Family(
     image_gflops="madtp_deploy.flops:image_gflops",
     packed_image_gflops="madtp_deploy.flops:packed_image_gflops",
     data_kind="retrieval", default_init="madtp-clip-tiny",
-    training="madtp_deploy.train.trainer:HOOKS",
+    training="madtp_deploy.train.clip:HOOKS",
     evaluator="madtp_deploy.families.evaluators:evaluate_clip", eval_report="madtp_deploy.families.evaluators:clip_report",
     bench="madtp_deploy.benchmark.runner:run_image_bench", serving="madtp_deploy.serve.table:CLIP",
     bench_variants=("dense", "reference", "invariant", "packed", "static", "tome", "topk", "lowres", "invariant-int8", "packed-int8", "static-int8"),

@@ -54,7 +54,7 @@ def retrieval_report(r: dict) -> tuple[list[str], list[list[str]], list[str]]:
 def evaluate_nlvr(model, data, split: str, batch_size: int, tokenizer=None, **_) -> dict:
     """NLVR2 accuracy, GFLOPs per instance (an image pair and its statement) and kept tokens."""
     from ..data import nlvr
-    from ..train.blip_trainer import evaluate, tokenizer_for
+    from ..train.blip_nlvr import evaluate, tokenizer_for
 
     s = nlvr.load(data, split)
     r = evaluate(model, s, tokenizer_for(data, tokenizer), batch_size)

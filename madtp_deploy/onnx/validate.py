@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import ValidationError, WrongModelError
 from ..files import read_json

@@ -12,12 +12,14 @@ from pathlib import Path
 
 from ..errors import CalibrationError
 from ..files import check_output_dir
+from ..modes import SERVING_DEFAULT
 from ..onnx.export import cached_export
 from ..onnx.io import encoder_io
 from . import calibset
 from .quantize import QuantConfig, quantize_file
 
 ENCODERS = ("image", "text")
+SHAPES = ("dynamic", "static")
 WORK = ".work"  # under the output folder: exports and generated scenes (gitignored)
 
 
@@ -52,15 +54,30 @@ def _check_clip(spec, where: str) -> None:
                                f"graphs only; fix: calibrate a CLIP model (BLIP graphs serve in fp32)")
 
 
+def graph_label(model_side: dict) -> str:
+    """How a quantized file's name tells its graph apart: '' for the served (packed, dynamic) graph,
+    else '-invariant', '-reference', '-static', '-invariant-static'."""
+    mode = model_side.get("mode", SERVING_DEFAULT.value)
+    return ("" if mode == SERVING_DEFAULT.value else f"-{mode}") + ("-static" if model_side.get("capacity") else "")
+
+
 def calibrate(*, model: str = "shipped", onnx: Path | None = None, encoders=("image", "text"),
-              mode: str = "invariant", temperature: float | None = None, data: Path | None = None,
-              split: str = "val", calib_set: Path | None = None, samples: int = 128, seed: int = 0,
-              output: Path = Path("calibration"), name: str | None = None, cfg: QuantConfig | None = None,
-              log=print) -> list[dict]:
-    """Returns, per encoder, {"onnx", "sidecar", "calib_set", "manifest"} paths and the sidecar."""
+              mode: str = SERVING_DEFAULT.value, shapes: str = "dynamic", temperature: float | None = None,
+              data: Path | None = None, split: str = "val", calib_set: Path | None = None, samples: int = 128,
+              seed: int = 0, output: Path = Path("calibration"), name: str | None = None,
+              cfg: QuantConfig | None = None, log=print) -> list[dict]:
+    """Returns, per encoder, {"onnx", "sidecar", "calib_set", "manifest"} paths and the sidecar.
+
+    The graph quantized is the one the project serves: packed by default (`mode`), its static-shape
+    form with shapes="static" (capacities fitted as `export --shapes static` fits them)."""
     cfg = (cfg or QuantConfig()).check()
     if samples < 1:
         raise CalibrationError(f"--samples {samples}: must be >= 1; fix: e.g. --samples 128")
+    if shapes not in SHAPES:
+        raise CalibrationError(f"--shapes {shapes!r}: unknown; fix: dynamic or static")
+    if shapes == "static" and onnx is not None:
+        raise CalibrationError(f"--shapes static with --onnx {onnx}: a file's shapes are fixed at export; "
+                               f"fix: pass a file from `madtp-deploy export --shapes static`, without --shapes")
     output = check_output_dir(output, "--output")
     if calib_set is not None and (onnx is None and len(encoders) != 1):
         raise CalibrationError("--calib-set: a set belongs to one encoder; fix: add --onnx FILE or --encoders image")
@@ -92,6 +109,8 @@ def calibrate(*, model: str = "shipped", onnx: Path | None = None, encoders=("im
         spec = m.spec
         jobs = [Job(e, None, _spec_inputs(m, e), f"{spec.name}.{e}") for e in encoders]
         source = str(model)
+        if shapes == "static":
+            _fit_capacities(m, encoders, data, source, log)
 
     # 2. the calibration data, checked against those inputs (nothing written yet)
     work = output / WORK
@@ -122,12 +141,13 @@ def calibrate(*, model: str = "shipped", onnx: Path | None = None, encoders=("im
             calibset.check_graph_inputs(j.onnx, calibset.read_sidecar(j.onnx))
 
     # 4. write: set + manifest, Q/DQ graph + sidecar
-    suffix = name or (cfg.precision + ("-pp" if cfg.quantize_pruning_path else "")
-                      + ("-modelopt" if cfg.quantizer == "modelopt" and cfg.precision == "int8" else ""))
     results = []
     for job in jobs:
         arrays, sources = sets[job.encoder]
         side = calibset.read_sidecar(job.onnx)
+        suffix = name or (cfg.precision + ("-pp" if cfg.quantize_pruning_path else "")
+                          + ("-modelopt" if cfg.quantizer == "modelopt" and cfg.precision == "int8" else "")
+                          + graph_label(side["model"]))
         if calib_set is not None:
             npz, manifest = Path(calib_set), {"file": str(calib_set), "sha256": calibset.sha256_file(Path(calib_set))}
         else:
@@ -145,3 +165,41 @@ def calibrate(*, model: str = "shipped", onnx: Path | None = None, encoders=("im
                         "fp32_onnx": job.onnx, "info": sidecar})
     return results
 
+
+
+def _fit_capacities(m, encoders, data: Path | None, source: str, log) -> None:
+    """The static-shape graph: the capacities `export --shapes static` fits (its default quantile and
+    sample count; the calibration data when given, else its own generated scenes)."""
+    from ..capacity import DEFAULT_QUANTILE, apply, fit_profiles
+    from ..onnx.export import weights_sha256
+
+    profiles = fit_profiles(m, tuple(encoders), DEFAULT_QUANTILE, Path(data) if data else None, 256, source,
+                            weights_sha256(m))
+    apply(m, profiles)
+    log("static shapes: capacities " + ", ".join(f"{e} {p.capacity}" for e, p in profiles.items()))
+
+
+def cached_int8(fp32: Path, arrays: dict, where: str, cache: Path, cfg: QuantConfig | None = None,
+                log=print) -> Path:
+    """The INT8 graph of an fp32 export (default recipe unless `cfg`), calibrated on `arrays` (named
+    as the graph's inputs; `where` says where they come from), or reused from `cache` when a file
+    there was quantized from the same fp32 file with the same recipe and the same calibration data."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    cfg = (cfg or QuantConfig()).check()
+    fp32 = Path(fp32)
+    n = len(next(iter(arrays.values())))
+    arrays = calibset.check_set(arrays, calibset.check_graph_inputs(fp32, calibset.read_sidecar(fp32)), n, where)
+    src_sha = calibset.sha256_file(fp32)
+    set_sha = calibset.arrays_sha256(arrays)
+    key = hashlib.sha256(json.dumps([src_sha, set_sha, asdict(cfg)], sort_keys=True, default=str).encode())
+    out = Path(cache) / f"{fp32.stem}.{cfg.precision}-{key.hexdigest()[:12]}.onnx"
+    if out.is_file() and out.with_suffix(".json").is_file():
+        side = calibset.read_sidecar(out)
+        if side.get("file_sha256") == calibset.sha256_file(out) and side["source_onnx"]["sha256"] == src_sha:
+            return out
+    calibration = {"set": where, "arrays_sha256": set_sha, "samples": n}
+    quantize_file(fp32, arrays, out, cfg, calibration, log)
+    return out

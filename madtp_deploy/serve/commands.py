@@ -127,10 +127,10 @@ def serve(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
                 typer.echo(f"serving {', '.join(server.models)} from {repository}\n  gRPC    {server.grpc_url}\n"
                            f"  HTTP    {server.http_url}\n  metrics {server.metrics_url}\n  temp    {server.workdir}\n"
                            f"Ctrl-C (or SIGTERM) stops it")
-                while stop["signal"] is None and server.proc.poll() is None:
+                while stop["signal"] is None and server.process.poll() is None:
                     time.sleep(0.2)
                 if stop["signal"] is None:
-                    raise UsageError(f"tritonserver exited with code {server.proc.returncode} ({server.log_tail(5)}); "
+                    raise UsageError(f"tritonserver exited with code {server.process.returncode} ({server.log_tail(5)}); "
                                      f"fix: see its log")
             finally:
                 rc = server.stop()

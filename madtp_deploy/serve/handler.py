@@ -136,6 +136,7 @@ class Handler:
             else:
                 captions = [decode_text(d, w, self.limits) for d, w in zip(data, where)]
                 try:
+                    assert self.tokenize is not None  # a graph with text inputs has its tokenizer
                     ids, mask = self.tokenize(captions, name)
                 except MadtpError as exc:  # unknown words, too long, ...: the tokenizer's own message
                     raise RequestError(str(exc)) from exc

@@ -195,6 +195,7 @@ def write_repository(source, output: Path, *, variants=("packed",), temperature:
     for v in variants:
         models[v] = _variant_model(source, v, temperature)
         first = first or models[v]
+    assert first is not None  # at least one variant (parsed above)
     fam = families.of(first)
     fam.require("serve", f"--model {source}")
     kind = tokenizer_kind(fam.name)

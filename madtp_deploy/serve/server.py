@@ -102,11 +102,24 @@ class TritonServer:
                       "metrics": metrics_port or free_port()}
         self.log_file, self.ready_timeout_s, self.stop_timeout_s = log_file, ready_timeout_s, stop_timeout_s
         self.proc: subprocess.Popen | None = None
-        self.workdir: Path | None = None
+        self._workdir: Path | None = None
 
     @property
     def grpc_url(self) -> str:
         return f"127.0.0.1:{self.ports['grpc']}"
+
+    @property
+    def workdir(self) -> Path:
+        """The server's private folder (backends, TMPDIR, log): exists between start() and stop()."""
+        if self._workdir is None:
+            raise ServeError("tritonserver: not started; fix: call start() first")
+        return self._workdir
+
+    @property
+    def process(self) -> subprocess.Popen:
+        if self.proc is None:
+            raise ServeError("tritonserver: not started; fix: call start() first")
+        return self.proc
 
     @property
     def http_url(self) -> str:
@@ -139,7 +152,7 @@ class TritonServer:
 
     def _prepare(self) -> None:
         """A private folder: the backend directory (copied, not linked), the binary's TMPDIR."""
-        self.workdir = Path(tempfile.mkdtemp(prefix="madtp-triton-"))
+        self._workdir = Path(tempfile.mkdtemp(prefix="madtp-triton-"))
         py = self.workdir / "backends" / "python"
         py.mkdir(parents=True)
         for f in ("libtriton_python.so", "triton_python_backend_utils.py"):
@@ -162,10 +175,12 @@ class TritonServer:
         return self
 
     def log_tail(self, n: int = 15) -> str:
-        path = self.log_file or (self.workdir / "server.log" if self.workdir else None)
+        path = self.log_file or (self._workdir / "server.log" if self._workdir else None)
+        if path is None:
+            return ""
         try:
             return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
-        except (OSError, TypeError):
+        except OSError:
             return ""
 
     def ready(self) -> bool:
@@ -178,10 +193,10 @@ class TritonServer:
     def wait_ready(self) -> None:
         end = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < end:
-            if self.proc.poll() is not None:
+            if self.process.poll() is not None:
                 tail = self.log_tail()
                 self.stop()
-                raise ServeError(f"tritonserver exited with code {self.proc.returncode} before it was ready "
+                raise ServeError(f"tritonserver exited with code {self.process.returncode} before it was ready "
                                  f"(log: {tail[-1500:]}); fix: see the log above")
             if self.ready():
                 return
@@ -207,9 +222,9 @@ class TritonServer:
             except (ProcessLookupError, PermissionError):
                 pass
             rc = self.proc.wait()
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
         return rc
 
     def __enter__(self) -> "TritonServer":

@@ -9,7 +9,7 @@ counts (madtp_deploy.flops / flops_blip). Everything else in madtp_deploy.serve 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -59,7 +59,7 @@ class Served:
     "image" (an encoded PNG/JPEG -> the graph's pixels) or "text" (a caption -> input_ids and
     attention_mask). `outputs`: response name -> graph output name, plus GFLOPS from `gflops`."""
     encoder: str
-    inputs: dict[str, tuple[str, tuple[str, ...]]]
+    inputs: Mapping[str, tuple[str, tuple[str, ...]]]
     outputs: dict[str, str]
     gflops: Callable  # (spec, graph outputs, graph feeds, pruning) -> [B] float GFLOPs (2/MAC), own tokens
 

@@ -22,18 +22,17 @@ ITM re-ranking is not in that figure: `eval` reports it separately, per re-ranke
 pair (the fusion encoder with cross-attention to the image's kept tokens, and itm_head).
 
 Checkpoints: madtp.pt in the MADTP format ({'model', 'epoch', 'temperature'} plus our 'spec') and
-model.json, written atomically each epoch (train/blip_trainer.py); `madtp_deploy.load` reads them.
+model.json, written atomically each epoch (train/blip_nlvr.py); `madtp_deploy.load` reads them.
+Training runs in the one loop (train/loop.py) with this module's HOOKS; under torchrun the ITC loss
+and the hard negatives are taken over the global batch (all-gathered), as in one process.
 """
 
 from __future__ import annotations
 
-import math
-import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -45,25 +44,25 @@ from ..errors import DataError, MadtpError, UsageError
 from ..evaluate import recalls_from_scores
 from ..models.blip import Tokens
 from ..models.inputs import check_batch_size, check_number
-from . import control
-from .blip_trainer import cosine_lr, initial_temperature, write_checkpoint
-from .trainer import TrainConfig, itc_loss
+from . import loop
+from .blip_nlvr import write_checkpoint
+from .clip import itc_loss
+from .loop import Step, TrainConfig, TrainHooks
 
 MAX_LENGTH = 35  # BLIP retrieval's caption length (the tiny specs' max_positions caps it)
 
 
 @dataclass
 class BlipRetrievalConfig(TrainConfig):
-    """TrainConfig's fields and checks (train/trainer.py), BLIP's defaults."""
+    """TrainConfig's fields and checks (train/loop.py), BLIP's defaults. The former entry point `train`
+    below keeps refusing --resume (the CLI's contract until it calls `loop.train(cfg, HOOKS)`, which
+    resumes exactly)."""
     init: str = "blip-retrieval-tiny"
     batch_size: int = 32
     weight_decay: float = 0.05
 
     def validate(self) -> "BlipRetrievalConfig":
         super().validate()
-        if self.resume:
-            raise UsageError("--resume: BLIP retrieval training does not resume; fix: drop --resume and "
-                             "start from the last checkpoint with --init RUN/madtp.pt")
         return self
 
 
@@ -138,9 +137,15 @@ class Losses:
     align: torch.Tensor
 
 
-def retrieval_loss(model, pixels, ids, mask, image_ids, align_weight: float = 0.1, generator=None) -> Losses:
+def retrieval_loss(model, pixels, ids, mask, image_ids, align_weight: float = 0.1, generator=None,
+                   step: Step | None = None) -> Losses:
     """ITC + ITM (hard negatives) + align_weight x MAG for one batch: row b is (pixels[b], caption b);
-    rows with equal image_ids show the same image."""
+    rows with equal image_ids show the same image. Under torchrun (`step` of a distributed loop) the
+    rows are this process's share of the global batch: ITC and the hard negatives are taken over the
+    all-gathered batch, each process scores the ITM pairs of its own images, and every term is its
+    share of the global mean (train/loop.py `Step`)."""
+    step = step or Step(0, generator, rows=len(ids))
+    generator = step.generator
     with torch.no_grad():
         model.temp.clamp_(0.001, 0.5)
     want_align = model.temperature > 0
@@ -148,25 +153,34 @@ def retrieval_loss(model, pixels, ids, mask, image_ids, align_weight: float = 0.
     txt = model.encode_text(ids, mask, want_align=want_align)
     img_feat = F.normalize(model.vision_proj(img.x[:, 0]), dim=-1)
     txt_feat = F.normalize(txt.embeds, dim=-1)
-    loss_itc = itc_loss(img_feat, txt_feat, image_ids, -torch.log(model.temp))  # exp(-log temp) = 1 / temp
+    all_img, all_txt, all_ids = step.gather(img_feat), step.gather(txt_feat), step.gather(image_ids)
+    loss_itc = itc_loss(all_img, all_txt, all_ids, -torch.log(model.temp))  # exp(-log temp) = 1 / temp
 
-    b = len(ids)
+    b = len(all_ids)
     with torch.no_grad():
-        positive = image_ids[:, None] == image_ids[None, :]
-        sim = img_feat @ txt_feat.t() / model.temp
+        positive = all_ids[:, None] == all_ids[None, :]
+        sim = all_img @ all_txt.t() / model.temp
         neg_txt = hard_negatives(F.softmax(sim, 1), positive, generator)       # a caption for each image
         neg_img = hard_negatives(F.softmax(sim.t(), 1), positive, generator)   # an image for each caption
     rows = torch.arange(b)
     ci, ti = neg_img >= 0, neg_txt >= 0
     img_rows = torch.cat([neg_img[ci], rows[ti]])
     txt_rows = torch.cat([rows[ci], neg_txt[ti]])
+    n_pairs = b + len(img_rows)  # ITM rows of the global batch: positives and negatives
+    if step.dist.world > 1:  # this process scores the pairs of its own images, whose tokens carry gradients here
+        local = step.local(img_rows)
+        mine = local >= 0
+        img_rows, txt_rows = local[mine], txt_rows[mine]
+        ids_all, mask_all = step.gather(ids), step.gather(mask)
+    else:
+        ids_all, mask_all = ids, mask
     pos = model.match(None, ids, mask, image=img).logits
     logits = [pos]
     if len(img_rows):
-        logits.append(model.match(None, ids[txt_rows], mask[txt_rows], image=_rows(img, img_rows)).logits)
-    labels = torch.cat([torch.ones(b, dtype=torch.long), torch.zeros(len(img_rows), dtype=torch.long)])
-    loss_itm = F.cross_entropy(torch.cat(logits), labels)
-    loss_sim = pruning.alignment_loss(img.align, txt.align) if want_align else torch.zeros(())
+        logits.append(model.match(None, ids_all[txt_rows], mask_all[txt_rows], image=_rows(img, img_rows)).logits)
+    labels = torch.cat([torch.ones(len(ids), dtype=torch.long), torch.zeros(len(img_rows), dtype=torch.long)])
+    loss_itm = step.share(F.cross_entropy(torch.cat(logits), labels), len(labels), n_pairs)
+    loss_sim = step.share(pruning.alignment_loss(img.align, txt.align), len(ids)) if want_align else torch.zeros(())
     return Losses(loss_itc + loss_itm + align_weight * loss_sim, loss_itc, loss_itm, loss_sim)
 
 
@@ -320,91 +334,58 @@ def _val_recall(model, v_pixels, v_ids, v_mask) -> dict:
     return recalls_from_scores(cos, cos.t(), SimpleNamespace(img2txt=[[i] for i in range(n)], txt2img=list(range(n))))
 
 
-def train(cfg: BlipRetrievalConfig, log=print, progress=None) -> dict:
-    from ..api import load
-
-    cfg.validate()
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    model = load(cfg.init, mode=cfg.mode)
+def prepare(cfg: TrainConfig, model, log) -> SimpleNamespace:
     if not hasattr(model, "match"):
         raise UsageError(f"--init {cfg.init}: not a BLIP retrieval model, and --data {cfg.data} is retrieval data; "
                          f"fix: pass blip-retrieval-tiny or a BLIP retrieval checkpoint (BLIP NLVR2 trains on "
                          f"`make-data --task nlvr` folders)")
-    out = Path(cfg.output)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MadtpError(f"{out}: cannot create the output folder ({exc.strerror}); fix: pass --output DIR") from None
     data = Path(cfg.data)
     tr, va = dataset.load(data, "train"), dataset.load(data, "val")
     tok = tokenizer_for(data, model.spec, cfg.tokenizer)
     size = model.spec.image_size
-    pixels = tr.pixels(size)
     ids, mask = tokenize(tok, tr)
-    img_of = torch.tensor(tr.txt2img)
     n_ctrl = min(128, len(va.images))
-    v_pixels = va.pixels(size, range(n_ctrl))
     v_ids, v_mask = tokenize(tok, va, [va.img2txt[i][0] for i in range(n_ctrl)])
     log(f"train: {len(tr.images)} images / {len(tr.captions)} captions; val: {len(va.images)} images")
+    return SimpleNamespace(n=len(ids), n_ctrl=n_ctrl, pixels=tr.pixels(size), ids=ids, mask=mask,
+                           img_of=torch.tensor(tr.txt2img), v_pixels=va.pixels(size, range(n_ctrl)), v_ids=v_ids,
+                           v_mask=v_mask)
 
-    def measure() -> float:
-        return itc_gflops(model, v_pixels, v_ids, v_mask)
 
-    model.eval()
-    model.temperature = 0.0
-    dense = cur = measure()
-    target = dense * (1 - cfg.reduce)
-    if cfg.reduce > 0:
-        cur = initial_temperature(model, measure, target, dense, log)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(ids) / cfg.batch_size)
-    total, step, history, val = cfg.epochs * steps_per_epoch, 0, [], {}
-    task = progress.add_task("train", total=total) if progress else None
-    for epoch in range(cfg.epochs):
-        model.train()
-        perm = torch.randperm(len(ids))
-        for b in range(steps_per_epoch):
-            for g in opt.param_groups:
-                g["lr"] = cosine_lr(cfg.lr, cfg.min_lr, step, total)
-            sel = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            n = _longest(mask[sel])
-            loss = retrieval_loss(model, pixels[img_of[sel]], ids[sel, :n], mask[sel, :n], img_of[sel],
-                                  cfg.align_weight)
-            if not torch.isfinite(loss.total):
-                raise MadtpError(f"{cfg.data}: training loss became {loss.total.item()} at step {step}; fix: lower "
-                                 f"--lr (now {cfg.lr:g}) or check the data")
-            opt.zero_grad(set_to_none=True)
-            loss.total.backward()
-            opt.step()
-            step += 1
-            if cfg.reduce > 0 and cfg.control_every and step % cfg.control_every == 0:
-                model.eval()
-                cur = measure()
-                model.temperature = control.next_temperature(model.temperature, cur, target, dense)
-                model.train()
-            history.append({"step": step, "loss": loss.total.item(), "itc": loss.itc.item(), "itm": loss.itm.item(),
-                            "align": loss.align.item(), "temperature": model.temperature})
-            if progress:
-                progress.update(task, advance=1, description=f"ep {epoch} loss {loss.total.item():.3f} "
-                                f"T {model.temperature:.2f}")
-            if cfg.max_steps and step >= cfg.max_steps:
-                break
-        model.eval()
-        cur = measure()
-        if cfg.reduce > 0 and not cfg.control_every and epoch + 1 < cfg.epochs:
-            model.temperature = control.next_temperature(model.temperature, cur, target, dense)
-            cur = measure()
-        val = _val_recall(model, v_pixels, v_ids, v_mask)
-        write_checkpoint(model, out, epoch, {"config": asdict(cfg), "epoch": epoch, "gflops_dense": dense,
-                                             "gflops_target": target, "gflops_current": cur,
-                                             "val_recall_itc": val, "temperature": model.temperature,
-                                             "gflops": "ITC per pair (image + caption), 2 per multiply-add"})
-        log(f"epoch {epoch}: loss {history[-1]['loss']:.4f} (itc {history[-1]['itc']:.3f}, itm "
-            f"{history[-1]['itm']:.3f}), val ITC txt_r1 {val['txt_r1']:.1f} img_r1 {val['img_r1']:.1f}, "
-            f"GFLOPs/pair {cur:.5f} (target {target:.5f}, dense {dense:.5f}), T {model.temperature:.3f}")
-        if cfg.max_steps and step >= cfg.max_steps:
-            break
-    return {"gflops_dense": dense, "gflops_target": target, "gflops_current": cur, "temperature": model.temperature,
-            "val_recall_itc": val, "history": history}
+def _loss(model, d, rows: torch.Tensor, cfg: TrainConfig, step: Step) -> dict:
+    n = _longest(d.mask[rows])
+    img_of = d.img_of[rows]
+    r = retrieval_loss(model, d.pixels[img_of], d.ids[rows, :n], d.mask[rows, :n], img_of, cfg.align_weight,
+                       step=step)
+    return {"loss": r.total, "itc": r.itc, "itm": r.itm, "align": r.align}
+
+
+def _gflops(model, d, rows: list) -> torch.Tensor:
+    """[rows] ITC GFLOPs of control image i plus its caption i."""
+    enc = encode_all(model, d.v_pixels[rows], d.v_ids[rows], d.v_mask[rows])
+    on, s = model.temperature > 0, model.spec
+    return flops_blip.itc_image_flops(s, enc.image_kept, on).gflops + \
+        flops_blip.itc_text_flops(s, enc.text_in, enc.text_kept, on).gflops
+
+
+def _metrics(model, d) -> dict:
+    return {"val_recall_itc": _val_recall(model, d.v_pixels, d.v_ids, d.v_mask)}
+
+
+def _summary(m: dict) -> str:
+    v = m["val_recall_itc"]
+    return f", val ITC txt_r1 {v['txt_r1']:.1f} img_r1 {v['img_r1']:.1f}"
+
+
+def _write(model, out: Path, epoch: int, meta: dict) -> None:
+    write_checkpoint(model, out, epoch, {**meta, "gflops": "ITC per pair (image + caption), 2 per multiply-add"})
+
+
+HOOKS = TrainHooks(title="BLIP retrieval", prepare=prepare, loss=_loss, gflops=_gflops, write_model=_write,
+                   metrics=_metrics, summary=_summary, unit="GFLOPs/pair (ITC)")
+
+
+def train(cfg: BlipRetrievalConfig, log=print, progress=None) -> dict:
+    """The former entry point (the CLI's until it calls `loop.train(cfg, HOOKS)`)."""
+    cfg.validate()
+    return loop.train(cfg, HOOKS, log=log, progress=progress)

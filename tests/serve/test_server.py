@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from madtp_deploy.serve.client import b64, run_in_venv
 from madtp_deploy.serve.server import TritonServer, shm_segments
