@@ -11,4 +11,4 @@ that decoded), `errors.jsonl` (the images skipped and why) and the model's token
 queries). Shards are written atomically, so a killed run resumes where it stopped.
 """
 
-from .job import embed_collection  # noqa: F401
+from .collection import embed_collection  # noqa: F401

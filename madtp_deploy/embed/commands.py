@@ -62,7 +62,7 @@ def embed(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
     from ..errors import UsageError
     from ..files import check_output_file, write_text_atomic
     from ..models.inputs import check_number
-    from .job import embed_collection
+    from .collection import embed_collection
 
     check_number(batch_size, "--batch-size", lo=1, hi=4096, integer=True, error=UsageError, fix="e.g. 32")
     check_number(shard_size, "--shard-size", lo=1, hi=10_000_000, integer=True, error=UsageError, fix="e.g. 1024")

@@ -46,7 +46,7 @@ def graph_inputs(onnx_path: Path) -> list[dict]:
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf's decode errors
         raise CalibrationError(f"{onnx_path}: not a readable ONNX file ({type(exc).__name__}); "
-                               f"fix: pass a file written by `madtp-deploy export`") from None
+                               f"fix: pass a file written by `madtp-deploy export`") from exc
     out = []
     for i in model.graph.input:
         t = i.type.tensor_type
@@ -83,12 +83,12 @@ def load_set(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         raise CalibrationError(f"{path}: calibration set not found; fix: build one with `madtp-deploy "
-                               f"calibrate` (without --calib-set)") from None
+                               f"calibrate` (without --calib-set)") from exc
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise CalibrationError(f"{path}: unreadable calibration set ({type(exc).__name__}); fix: rebuild "
-                               f"it with `madtp-deploy calibrate` (without --calib-set)") from None
+                               f"it with `madtp-deploy calibrate` (without --calib-set)") from exc
     if not arrays:
         raise CalibrationError(f"{path}: empty calibration set (no arrays); fix: rebuild it")
     return arrays
@@ -160,7 +160,7 @@ def build_set(encoder: str, spec, data: Path, split: str, samples: int, seed: in
     try:
         tensors = io.from_dataset(spec, s, Path(data), idx)
     except DataError as exc:
-        raise CalibrationError(str(exc)) from None
+        raise CalibrationError(str(exc)) from exc
     arrays = {t.name: tensors[t.name].numpy().astype(t.dtype) for t in io.inputs}
     if io.unit == "images":  # the sources a set was made from: each image, or the captions' vocabulary
         files += [{"file": display_path(s.images[i]), "sha256": sha256_file(s.images[i])} for i in idx]

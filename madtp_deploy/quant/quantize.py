@@ -103,7 +103,7 @@ def preprocess(src: Path, dst: Path) -> None:
         quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
     except Exception as exc:  # noqa: BLE001 - onnxruntime's many error types
         raise CalibrationError(f"{src}: onnxruntime's quant_pre_process failed ({str(exc).splitlines()[0][:200]}); "
-                               f"fix: re-export the encoder with `madtp-deploy export`") from None
+                               f"fix: re-export the encoder with `madtp-deploy export`") from exc
 
 
 def _feeders(model, path: graph.PruningPath, quantized: set[str]) -> list[str]:

@@ -21,8 +21,8 @@ def _ints(text: str, option: str, lo: int, hi: int, example: str) -> list[int]:
 
     try:
         values = [int(p) for p in text.split(",")]
-    except ValueError:
-        raise UsageError(f"{option} {text!r}: not a comma-separated list of integers; fix: e.g. {example}") from None
+    except ValueError as exc:
+        raise UsageError(f"{option} {text!r}: not a comma-separated list of integers; fix: e.g. {example}") from exc
     if not values or any(not lo <= v <= hi for v in values):
         raise UsageError(f"{option} {text!r}: values must be in {lo}..{hi}; fix: e.g. {example}")
     return values

@@ -285,7 +285,7 @@ def read_last(path: Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any failure to read is the file's
         raise CheckpointError(f"{path}: not a readable resume checkpoint ({type(exc).__name__}); fix: delete it "
-                              f"to start over, or resume from a complete copy") from None
+                              f"to start over, or resume from a complete copy") from exc
     need = ("model", "optimizer", "temperature", "epoch", "step", "history")
     if not isinstance(state, dict) or any(k not in state for k in need):
         raise CheckpointError(f"{path}: not a resume checkpoint of `madtp-deploy train` (needs {', '.join(need)}); "
@@ -322,7 +322,7 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, dist: Dist, log, progress, load)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise MadtpError(f"{out}: cannot create the output folder ({exc.strerror}); fix: pass --output DIR") from None
+        raise MadtpError(f"{out}: cannot create the output folder ({exc.strerror}); fix: pass --output DIR") from exc
     if dist.main:
         remove_stale_temps(out, (*hooks.outputs, LAST))  # a killed run's half-written temporaries, never a final file
     state = read_last(out / LAST) if cfg.resume and (out / LAST).exists() else None
@@ -347,7 +347,7 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, dist: Dist, log, progress, load)
             opt.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{out / LAST}: does not fit this run ({str(exc).splitlines()[0][:160]}); "
-                                  f"fix: resume with the same --init, or delete it to start over") from None
+                                  f"fix: resume with the same --init, or delete it to start over") from exc
         model.temperature, step, history = state["temperature"], state["step"], state["history"]
         start_epoch, start_batch = state["epoch"], state.get("batch", 0)
         if start_batch == 0:  # saved at the end of an epoch (older files too): the next one starts
