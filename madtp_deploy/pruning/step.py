@@ -57,7 +57,7 @@ def prune_step(x: torch.Tensor, valid: torch.Tensor, attn: torch.Tensor, head_ou
     if capacity is None:
         # Host sync 1 of 2: the batch's slot count. Under torch.export it becomes an unbacked symbol,
         # so the exported graph computes it at run time (TopK with a run-time K).
-        slots = int(k_eff.max().item())
+        slots = k_eff.max().item()  # type: ignore[assignment]  # an unbacked SymInt under torch.export: never int()
         torch._check(slots >= 1)
         torch._check(slots <= tokens.shape[1])
         # Host sync 2 of 2: the package slot exists only when some instance pruned (a run-time size).
