@@ -47,11 +47,12 @@ def parse_encoders(text: str) -> tuple[str, ...]:
 def _check_clip(spec, where: str) -> None:
     """Calibration (which nodes stay float, the keep-agreement targets) is built and measured for CLIP:
     a BLIP graph would quantize, but nothing here says how its keep decisions hold up."""
-    from ..specs import BlipSpec
+    from ..families import of
 
-    if isinstance(spec, BlipSpec):
-        raise CalibrationError(f"{where}: {spec.name} is a BLIP model; calibration is built and measured for CLIP "
-                               f"graphs only; fix: calibrate a CLIP model (BLIP graphs serve in fp32)")
+    family = of(spec)
+    if not family.supports("calibrate"):  # the registry's feature table says which families have it
+        raise CalibrationError(f"{where}: {spec.name} is a BLIP model ({family.title}); calibration is built and measured "
+                               f"for CLIP graphs only; fix: calibrate a CLIP model (BLIP graphs serve in fp32)")
 
 
 def graph_label(model_side: dict) -> str:

@@ -175,7 +175,7 @@ def test_no_family_switch_outside_the_registry():
             continue
         text = path.read_text()
         for needle in ("isinstance(spec, BlipSpec)", "isinstance(spec, ClipSpec)", 'hasattr(m, "nlvr")',
-                       'hasattr(m, "match")', 'hasattr(m, "text_encoder")', "BlipSpec)", 'hasattr(pruned, "nlvr")',
+                       'hasattr(m, "match")', 'hasattr(m, "text_encoder")', 'hasattr(pruned, "nlvr")',
                        'hasattr(models["dense"]'):
             if needle in text:
                 bad.append(f"{rel}: {needle}")
