@@ -10,6 +10,8 @@ The text tower is the wrapped model's, dense.
 
 from __future__ import annotations
 
+import abc
+
 import hashlib
 from pathlib import Path
 
@@ -28,7 +30,7 @@ def _code_sha(files: tuple[str, ...]) -> str:
     return h.hexdigest()[:12]
 
 
-class PeerCLIP(nn.Module):
+class PeerCLIP(nn.Module, abc.ABC):
     """A dense CLIP with a static token reduction in its image tower. Subclasses set `method`,
     `code` (their files, hashed into `mode` so cached graphs follow code edits) and implement
     `reduce` and `schedule`."""
@@ -45,20 +47,21 @@ class PeerCLIP(nn.Module):
 
     # -- what a peer defines ---------------------------------------------------------------------
     @property
+    @abc.abstractmethod
     def knob(self) -> str:
-        raise NotImplementedError
+        """The peer's knob, as the reports print it."""
 
+    @abc.abstractmethod
     def schedule(self) -> list[tuple[int, int]]:
         """(tokens entering, tokens leaving) of each block, CLS included."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def reduce(self, i: int, x: torch.Tensor, size: torch.Tensor, qkv: torch.Tensor, attn: torch.Tensor):
         """Block i's reduction, between its attention and its MLP -> (x, size)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def reduction_macs(self, i: int, n_in: int) -> float:
         """Multiply-adds of block i's reduction itself (its matrix products, as FlopCounterMode counts)."""
-        raise NotImplementedError
 
     def attention_bias(self, size: torch.Tensor):
         """Added to the attention scores (0: plain attention)."""

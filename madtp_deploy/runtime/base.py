@@ -10,6 +10,7 @@ A backend implements only `_run(feeds) -> list of arrays in output order`.
 
 from __future__ import annotations
 
+import abc
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -71,7 +72,7 @@ class Contract:
                    where or f"{spec.name} {io.encoder} encoder")
 
 
-class ContractSession:
+class ContractSession(abc.ABC):
     """Base of every backend's session: subclasses set `backend` and `contract` and implement `_run`."""
 
     backend: str = "?"
@@ -93,5 +94,6 @@ class ContractSession:
                                       f"({', '.join(self.output_names)}); fix: re-export")
         return dict(zip(self.output_names, outs))
 
-    def _run(self, feeds: dict[str, Any]) -> list[np.ndarray]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _run(self, feeds: dict[str, Any]) -> list[np.ndarray]:
+        """The backend's call: feeds in input order -> outputs in the contract's output order."""
