@@ -300,9 +300,14 @@ def eval_(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
           temperature: Optional[float] = typer.Option(None, "--temperature"),
           tokenizer: Optional[Path] = typer.Option(None, "--tokenizer"),
           k: int = typer.Option(16, "--k", help="BLIP retrieval: candidates per query re-ranked by ITM"),
+          method: str = typer.Option("madtp", "--method", help="madtp (the model as loaded), or a peer on "
+                                     "the model's weights, dense: tome, topk or lowres (CLIP)"),
+          match: Optional[str] = typer.Option(None, "--match", help="a peer's knob: the one whose mean image "
+                                              "GFLOPs on this split equal this MADTP model's (within 2%)"),
           json_out: Optional[Path] = typer.Option(None, "--json")) -> None:
     """Retrieval recall@1/5/10 both ways (BLIP: by ITC and after ITM re-ranking) or NLVR2 accuracy,
-    per-instance GFLOPs and kept tokens per layer."""
+    per-instance GFLOPs and kept tokens per layer. With --method tome|topk|lowres --match MODEL: a peer
+    at MODEL's GFLOPs (its knob printed)."""
     import json
 
     from . import families, load
@@ -313,13 +318,29 @@ def eval_(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
     check_batch_size(batch_size, "--batch-size", error=UsageError)
     if temperature is not None:
         check_temperature(temperature, "--temperature", error=UsageError)
+    methods = ("madtp", "tome", "topk", "lowres")
+    if method not in methods:
+        raise UsageError(f"--method {method}: unknown; fix: use one of {', '.join(methods)}")
+    if method == "madtp" and match is not None:
+        raise UsageError("--match: only for a peer; fix: drop --match or pass --method tome|topk|lowres")
+    if method != "madtp" and match is None:
+        raise UsageError(f"--method {method}: nothing sets its knob; fix: pass --match MODEL (a MADTP model)")
     if json_out:
         check_output_file(json_out, "--json")
-    m = load(model, mode=mode.value, temperature=temperature)
+    # a peer runs on the model's weights with MADTP's pruning off (temperature 0)
+    m = load(model, mode=mode.value, temperature=temperature if method == "madtp" else 0.0)
     family = families.of(m)
     family.require("eval", f"--model {model}")
-    r = family.hook("evaluator")(m, data, split, batch_size, tokenizer=tokenizer, k=k)
+    extra = {}
+    if method != "madtp":
+        family.require("peers", f"--model {model} --method {method}")
+        reference = load(match, mode=mode.value, temperature=temperature)
+        families.of(reference).require("peers", f"--match {match}")
+        extra = {"method": method, "match": reference, "log": console.print}
+    r = family.hook("evaluator")(m, data, split, batch_size, tokenizer=tokenizer, k=k, **extra)
     r["model"] = model
+    if method != "madtp":
+        r["match_model"] = match
     columns, rows, notes = family.hook("eval_report")(r)
     table = Table(title=f"{model} on {Path(r['split']).name} ({m.mode}, batch {batch_size}, T {m.temperature:g})")
     for col in columns:

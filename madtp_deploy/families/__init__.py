@@ -29,6 +29,7 @@ FEATURES = {
     "train": ("compression training", "train a model of a family that has it"),
     "eval": ("evaluation", "evaluate a model of a family that has it"),
     "bench": ("benchmarks", "bench a model of a family that has it"),
+    "peers": ("the peers (ToMe, top-k, low resolution)", "evaluate it with --method madtp"),
 }
 
 

@@ -6,13 +6,16 @@ from __future__ import annotations
 RECALL_KEYS = ("txt_r1", "txt_r5", "txt_r10", "img_r1", "img_r5", "img_r10")
 
 
-def evaluate_clip(model, data, split: str, batch_size: int, tokenizer=None, **_) -> dict:
-    """Retrieval recall both ways, GFLOPs per pair and kept tokens on a dataset split."""
+def evaluate_clip(model, data, split: str, batch_size: int, tokenizer=None, method: str = "madtp", match=None,
+                  log=None, **_) -> dict:
+    """Retrieval recall both ways, GFLOPs per pair and kept tokens on a dataset split; `method` a peer
+    (tome, topk, lowres) on the model's weights at the knob matched to the MADTP model `match`."""
     from ..data import dataset
     from ..evaluate import evaluate as run
 
     s = dataset.load(data, split)
-    r = run(model, s, dataset.tokenizer_for(data, model.spec, tokenizer), batch_size)
+    r = run(model, s, dataset.tokenizer_for(data, model.spec, tokenizer), batch_size, method=method, match=match,
+            log=log)
     r["split"] = str(s.annotation)
     return r
 
@@ -21,6 +24,8 @@ def clip_report(r: dict) -> tuple[list[str], list[list[str]], list[str]]:
     columns = [*RECALL_KEYS, "GFLOPs/pair", "reduction"]
     rows = [[f"{r[k]:.2f}" for k in RECALL_KEYS] + [f"{r['gflops_per_pair']:.4f}",
                                                       f"{100 * r['gflops_reduction']:.1f}%"]]
+    if r.get("method", "madtp") != "madtp":
+        return columns, rows, [f"{r['method']} on the model's weights, knob {r['knob']}"]
     return columns, rows, [f"kept image tokens per layer: {[round(v, 1) for v in r['kept_image_per_layer']]}"]
 
 
