@@ -332,7 +332,7 @@ def eval_(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
     family = families.of(m)
     family.require("eval", f"--model {model}")
     extra = {}
-    if method != "madtp":
+    if match is not None:
         family.require("peers", f"--model {model} --method {method}")
         reference = load(match, mode=mode.value, temperature=temperature)
         families.of(reference).require("peers", f"--match {match}")
