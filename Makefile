@@ -21,9 +21,11 @@ demo: setup
 	$(CLI) export --output export/
 	$(CLI) bench --batch-sizes 1,8,32 --json export/bench.json --markdown export/bench.md
 
-# the serving tests start a real Triton server from .venv-serve: they must run here, not skip
+# the serving tests start a real Triton server from .venv-serve: they must run here, not skip.
+# Two pytest-xdist workers (most of the time is single-threaded export tracing); a module's tests stay on
+# one worker; artifacts every folder needs are made once a run (tests/shipped_artifacts.py).
 test: setup lint serve-env
-	MADTP_REQUIRE_SERVE=1 $(PY) -m pytest -q
+	MADTP_REQUIRE_SERVE=1 $(PY) -m pytest -q -n 2 --dist loadscope
 
 # ruff (a small rule set, pyproject.toml [tool.ruff]) and mypy on madtp_deploy/ ([tool.mypy])
 lint: setup

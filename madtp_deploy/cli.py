@@ -6,7 +6,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 import typer.core
@@ -269,27 +269,38 @@ def train(data: Path = typer.Option(..., "--data", help="dataset folder (*_train
           mode: Mode = typer.Option(SERVING_DEFAULT, "--mode"), control_every: int = typer.Option(0, "--control-every"),
           max_steps: int = typer.Option(0, "--max-steps"), seed: int = typer.Option(0, "--seed"),
           resume: bool = typer.Option(False, "--resume"),
+          device: str = typer.Option("cpu", "--device", help="cpu (gloo under torchrun) or cuda (cuda:LOCAL_RANK, "
+                                     "NCCL under torchrun)"),
           tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="HF tokenizer dir or BPE .txt.gz")) -> None:
     """Dense training, or MADTP compression to a GFLOPs target (--reduce P): CLIP; BLIP retrieval
     (--init blip-retrieval-tiny or a BLIP checkpoint); BLIP NLVR2 (an NLVR2 data folder)."""
     from .data.nlvr import is_nlvr_dir
-    if is_nlvr_dir(data):  # NLVR2 annotations: BLIP NLVR2 training (train/blip_trainer.py)
-        return _train_nlvr(data, output, "blip-nlvr-tiny" if init == "madtp-clip-tiny" else init, reduce, epochs,
-                           batch_size, lr, weight_decay, mode, control_every, max_steps, seed, resume, tokenizer)
     from .train.blip_retrieval import is_blip
-    if is_blip(init):  # BLIP retrieval: ITC + ITM (+ MAG) training (train/blip_retrieval.py)
-        return _train_blip_retrieval(data, output, init, reduce, epochs, batch_size, lr, weight_decay, mode,
-                                     control_every, max_steps, seed, resume, tokenizer)
 
-    from .train.trainer import TrainConfig, train as run
+    common: dict[str, Any] = dict(
+        data=str(data), output=str(output), reduce=reduce, epochs=epochs, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, mode=mode.value, control_every=control_every, max_steps=max_steps, seed=seed,
+        resume=resume, tokenizer=str(tokenizer) if tokenizer else None, device=device)
+    if is_nlvr_dir(data):  # NLVR2 annotations: BLIP NLVR2 training (train/blip_nlvr.py)
+        from .train.blip_trainer import BlipTrainConfig, train as run_nlvr
 
-    cfg = TrainConfig(data=str(data), output=str(output), init=init, reduce=reduce, epochs=epochs,
-                      batch_size=batch_size, lr=lr, weight_decay=weight_decay, mode=mode.value,
-                      control_every=control_every, max_steps=max_steps, seed=seed, resume=resume,
-                      tokenizer=str(tokenizer) if tokenizer else None).validate()
-    r = _run_training(run, cfg, output)
-    console.print(f"done: GFLOPs/pair {r['gflops_current']:.4f} (target {r['gflops_target']:.4f}, "
-                  f"dense {r['gflops_dense']:.4f}), temperature {r['temperature']:.3f}")
+        init = "blip-nlvr-tiny" if init == "madtp-clip-tiny" else init
+        r = _run_training(run_nlvr, BlipTrainConfig(init=init, **common).validate(), output)
+        console.print(f"done: val accuracy {r['val_accuracy']:.1f}, GFLOPs/instance {r['gflops_current']:.5f} "
+                      f"(target {r['gflops_target']:.5f}, dense {r['gflops_dense']:.5f}), "
+                      f"temperature {r['temperature']:.3f}")
+    elif is_blip(init):  # BLIP retrieval: ITC + ITM (+ MAG) training (train/blip_retrieval.py)
+        from .train.blip_retrieval import BlipRetrievalConfig, train as run_retrieval
+
+        r = _run_training(run_retrieval, BlipRetrievalConfig(init=init, **common).validate(), output)
+        console.print(f"done: GFLOPs/pair (ITC) {r['gflops_current']:.5f} (target {r['gflops_target']:.5f}, "
+                      f"dense {r['gflops_dense']:.5f}), temperature {r['temperature']:.3f}")
+    else:
+        from .train.trainer import TrainConfig, train as run
+
+        r = _run_training(run, TrainConfig(init=init, **common).validate(), output)
+        console.print(f"done: GFLOPs/pair {r['gflops_current']:.4f} (target {r['gflops_target']:.4f}, "
+                      f"dense {r['gflops_dense']:.4f}), temperature {r['temperature']:.3f}")
 
 
 @app.command("eval")
@@ -485,32 +496,6 @@ def _run_training(run, cfg, output: Path) -> dict:
             Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console,
                      disable=not console.is_terminal) as progress:
         return run(cfg, log=console.print, progress=progress)
-
-
-def _train_nlvr(data, output, init, reduce, epochs, batch_size, lr, weight_decay, mode, control_every, max_steps,
-                seed, resume, tokenizer) -> None:
-    from .train.blip_trainer import BlipTrainConfig, train as run
-
-    cfg = BlipTrainConfig(data=str(data), output=str(output), init=init, reduce=reduce, epochs=epochs,
-                          batch_size=batch_size, lr=lr, weight_decay=weight_decay, mode=Mode(mode).value,
-                          control_every=control_every, max_steps=max_steps, seed=seed, resume=resume,
-                          tokenizer=str(tokenizer) if tokenizer else None)
-    r = _run_training(run, cfg, output)
-    console.print(f"done: val accuracy {r['val_accuracy']:.1f}, GFLOPs/instance {r['gflops_current']:.5f} "
-                  f"(target {r['gflops_target']:.5f}, dense {r['gflops_dense']:.5f}), temperature {r['temperature']:.3f}")
-
-
-def _train_blip_retrieval(data, output, init, reduce, epochs, batch_size, lr, weight_decay, mode, control_every,
-                          max_steps, seed, resume, tokenizer) -> None:
-    from .train.blip_retrieval import BlipRetrievalConfig, train as run
-
-    cfg = BlipRetrievalConfig(data=str(data), output=str(output), init=init, reduce=reduce, epochs=epochs,
-                              batch_size=batch_size, lr=lr, weight_decay=weight_decay, mode=Mode(mode).value,
-                              control_every=control_every, max_steps=max_steps, seed=seed, resume=resume,
-                              tokenizer=str(tokenizer) if tokenizer else None).validate()
-    r = _run_training(run, cfg, output)
-    console.print(f"done: GFLOPs/pair (ITC) {r['gflops_current']:.5f} (target {r['gflops_target']:.5f}, "
-                  f"dense {r['gflops_dense']:.5f}), temperature {r['temperature']:.3f}")
 
 
 from .serve import commands as _serve  # noqa: E402 - typer commands of madtp_deploy.serve (lazy inside)

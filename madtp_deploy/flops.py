@@ -55,7 +55,7 @@ def tower_macs(tokens_in: torch.Tensor, kept: torch.Tensor, width: int, mlp: int
 
 
 def image_flops(spec: ClipSpec, kept: torch.Tensor, pruning: bool) -> Flops:
-    tokens_in = torch.full((kept.shape[0],), spec.vision_tokens, dtype=torch.long)
+    tokens_in = torch.full((kept.shape[0],), spec.vision_tokens, dtype=torch.long, device=kept.device)
     layers = tower_macs(tokens_in, kept, spec.vision_width, spec.vision_mlp, spec.sd_num, spec.sd_dim, pruning)
     stem = (spec.vision_tokens - 1) * 3 * spec.patch_size ** 2 * spec.vision_width
     head = spec.vision_width * spec.embed_dim
@@ -94,7 +94,7 @@ def packed_image_flops(spec: ClipSpec, kept: torch.Tensor) -> Flops:
     """What a packed batch computes per instance: the per-token work (projections, MLP, MAG, DTP)
     on its own tokens, attention (QKᵀ and AV) padded to the batch's longest sequence in each layer."""
     own = image_flops(spec, kept, pruning=True)
-    tokens_in = torch.full((kept.shape[0], 1), spec.vision_tokens, dtype=torch.long)
+    tokens_in = torch.full((kept.shape[0], 1), spec.vision_tokens, dtype=torch.long, device=kept.device)
     n_own = torch.cat([tokens_in, kept[:, :-1]], 1).double()
     n_pad = n_own.amax(0, keepdim=True)
     extra = 2 * (n_pad ** 2 - n_own ** 2) * spec.vision_width

@@ -51,7 +51,7 @@ def _layers(tokens_in: torch.Tensor, kept: torch.Tensor):
 
 def image_flops(s: BlipSpec, kept: torch.Tensor, pruning: bool) -> Flops:
     """One image through the ViT: kept [B, vision_layers]."""
-    n_in, n_out = _layers(torch.full((kept.shape[0],), s.vision_tokens, dtype=torch.long), kept)
+    n_in, n_out = _layers(torch.full((kept.shape[0],), s.vision_tokens, dtype=torch.long, device=kept.device), kept)
     layers = vit_layer_macs(n_in, n_out, s.vision_width, s.vision_mlp, s.sd_num, pruning)
     stem = (s.vision_tokens - 1) * 3 * s.patch_size ** 2 * s.vision_width
     return Flops(layers.sum(1) + stem, layers)
@@ -95,7 +95,8 @@ def packed_nlvr_flops(s: BlipSpec, kept_image: torch.Tensor, tokens_text: torch.
         fin = kept_image[:, j, -1:].double()                                  # the image's final tokens
         extra_txt = extra_txt + 2 * (t_out.amax(0, keepdim=True) * fin.max() - t_out * fin) * s.text_width
     extra = torch.cat([extra_img[:, 0], extra_img[:, 1], extra_txt], 1)
-    cls_rows = torch.tensor([s.vision_width * s.sd_num] * 2 * s.vision_layers + [s.text_width * s.sd_num] * s.text_layers)
+    cls_rows = torch.tensor([s.vision_width * s.sd_num] * 2 * s.vision_layers + [s.text_width * s.sd_num] * s.text_layers,
+                            device=extra.device)
     extra = extra + cls_rows.double()
     return Flops(own.macs + extra.sum(1), own.per_layer + extra)
 
@@ -183,7 +184,7 @@ def packed_itc_image_flops(s: BlipSpec, kept: torch.Tensor) -> Flops:
     `flops.packed_image_flops`): the per-token work on the image's own tokens, attention (QKᵀ and AV)
     padded to the batch's longest sequence in each layer."""
     own = itc_image_flops(s, kept, pruning=True)
-    n_own = torch.cat([torch.full((kept.shape[0], 1), s.vision_tokens, dtype=torch.long), kept[:, :-1]], 1).double()
+    n_own = torch.cat([torch.full((kept.shape[0], 1), s.vision_tokens, dtype=torch.long, device=kept.device), kept[:, :-1]], 1).double()
     extra = 2 * (n_own.amax(0, keepdim=True) ** 2 - n_own ** 2) * s.vision_width
     return Flops(own.macs + extra.sum(1), own.per_layer + extra)
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
+import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,22 +158,29 @@ def _with_image():
     return [families.get(n) for n in families.names() if "image" in families.get(n).encoders]
 
 
-def open_graph(path: Path, backend: str):
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity: a container's or a Ray worker's share)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def open_graph(path: Path, backend: str, threads: int | None = None):
     from ..runtime import open_session
 
-    kwargs = {}
+    kwargs: dict = {}
     if backend in ("ort", "ort-cuda"):
         kwargs["spinning"] = False  # idle pool threads would steal the decoding thread's core
+        if threads:
+            kwargs["threads"] = threads
     return open_session(path, backend, **kwargs)
 
 
 class Embedder:
     """A session on the image graph: pixels [B, 3, S, S] -> (embeds, kept, per-image GFLOPs)."""
 
-    def __init__(self, path: Path, backend: str, sidecar: dict):
+    def __init__(self, path: Path, backend: str, sidecar: dict, threads: int | None = None):
         from .. import families
 
-        self.session = open_graph(path, backend)
+        self.session = open_graph(path, backend, threads)
         self.spec = families.spec_from_record(sidecar)
         self.gflops = families.of(self.spec).hook("image_gflops")
         self.pruning = float(sidecar["model"].get("temperature") or 0) > 0
@@ -209,23 +219,52 @@ def plan(store: Store, batch_size: int) -> list[tuple[int, list[int]]]:
             for j in range(0, len(r), batch_size)]
 
 
-def run_local(store: Store, paths: list[str], graph: Graph, batch_size: int, progress: Callable[[int], None]):
-    """The batched loop: decoding of the next batch (a thread) overlaps the graph's run of this one."""
+def run_local(store: Store, paths: list[str], graph: Graph, batch_size: int, progress: Callable[[int], None],
+              workers: int | None = None):
+    """The batched loop. onnxruntime on the CPU: one single-threaded session per core (`workers`), each
+    reading, decoding and running whole batches, so no core waits for another inside an operator and
+    decoding never steals a core from a running graph. Other backends (a GPU, AOTInductor): one session;
+    a thread decodes the next batch while it runs this one. Shards are written in order either way."""
     size = graph.spec.image_size
-    embedder = Embedder(graph.path, graph.backend, graph.sidecar)
-    batches = plan(store, batch_size)
 
     def load(idx):
         return [decode(read_bytes(paths[i]), size) for i in idx]
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        nxt = pool.submit(load, batches[0][1]) if batches else None
-        acc: dict[int, tuple[list, list]] = {}
-        for n, (k, idx) in enumerate(batches):
-            assert nxt is not None
-            decoded = nxt.result()
-            nxt = pool.submit(load, batches[n + 1][1]) if n + 1 < len(batches) else None
-            rows, errors = embed_rows(embedder, idx, [paths[i] for i in idx], decoded)
+    if graph.backend == "ort":
+        workers = workers or cpu_cores()
+        mine = threading.local()
+
+        def work(idx):
+            if not hasattr(mine, "embedder"):
+                mine.embedder = Embedder(graph.path, graph.backend, graph.sidecar, threads=1)
+            return embed_rows(mine.embedder, idx, [paths[i] for i in idx], load(idx))
+
+        def finish(idx, done):
+            return done
+    else:
+        workers = 1
+        embedder = Embedder(graph.path, graph.backend, graph.sidecar)
+        work = load
+
+        def finish(idx, decoded):
+            return embed_rows(embedder, idx, [paths[i] for i in idx], decoded)
+
+    batches = iter(plan(store, batch_size))
+    acc: dict[int, tuple[list, list]] = {}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        running: deque = deque()
+
+        def submit() -> None:
+            nxt = next(batches, None)
+            if nxt is not None:
+                running.append((nxt, pool.submit(work, nxt[1])))
+
+        for _ in range(2 * workers):  # every worker busy, and its next batch queued
+            submit()
+        while running:
+            (k, idx), future = running.popleft()
+            rows, errors = finish(idx, future.result())
+            submit()
             r, e = acc.setdefault(k, ([], []))
             r += rows
             e += errors

@@ -115,7 +115,8 @@ def hard_negatives(weights: torch.Tensor, positive: torch.Tensor, generator=None
     """One column per row drawn with probability proportional to `weights` (the reference's
     torch.multinomial), never a positive; a row whose weights all underflowed draws uniformly among its
     negatives; a row without any negative in the batch gets -1."""
-    w = weights.masked_fill(positive, 0.0)
+    w = weights.masked_fill(positive, 0.0).cpu()  # the step's generator is a CPU one (any device: the same draws)
+    positive = positive.cpu()
     empty = w.sum(1) <= 0
     w[empty] = (~positive[empty]).to(w.dtype)
     has = w.sum(1) > 0
@@ -178,7 +179,7 @@ def retrieval_loss(model, pixels, ids, mask, image_ids, align_weight: float = 0.
     logits = [pos]
     if len(img_rows):
         logits.append(model.match(None, ids_all[txt_rows], mask_all[txt_rows], image=_rows(img, img_rows)).logits)
-    labels = torch.cat([torch.ones(len(ids), dtype=torch.long), torch.zeros(len(img_rows), dtype=torch.long)])
+    labels = torch.cat([torch.ones(len(ids), dtype=torch.long), torch.zeros(len(img_rows), dtype=torch.long)]).to(pos.device)
     loss_itm = step.share(F.cross_entropy(torch.cat(logits), labels), len(labels), n_pairs)
     loss_sim = step.share(pruning.alignment_loss(img.align, txt.align), len(ids)) if want_align else torch.zeros(())
     return Losses(loss_itc + loss_itm + align_weight * loss_sim, loss_itc, loss_itm, loss_sim)

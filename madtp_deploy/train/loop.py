@@ -55,6 +55,7 @@ class TrainConfig:
     seed: int = 0
     resume: bool = False
     tokenizer: str | None = None   # the family's tokenizer (file or folder); default: the dataset's
+    device: str = "cpu"            # cpu, or cuda: under torchrun cuda:LOCAL_RANK and NCCL (see `Dist`)
 
     def validate(self) -> "TrainConfig":
         """Every field in range, or a UsageError naming the CLI option and the fix."""
@@ -73,6 +74,11 @@ class TrainConfig:
         num(self.max_steps, "--max-steps", lo=0, integer=True, error=UsageError, fix="a step count >= 0 (0 = no limit)")
         num(self.seed, "--seed", lo=0, hi=2**32 - 1, integer=True, error=UsageError, fix="an integer seed >= 0")
         self.mode = parse_mode(self.mode, "--mode").value
+        if self.device not in ("cpu", "cuda"):
+            raise UsageError(f"--device {self.device}: unknown; fix: --device cpu or --device cuda")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise UsageError("--device cuda: torch sees no CUDA device (torch.cuda.is_available() is False); fix: "
+                             "run on a GPU machine with a CUDA build of torch, or --device cpu")
         return self
 
 
@@ -119,18 +125,25 @@ class Dist:
     world: int = 1
     rank: int = 0
     owned: bool = False   # this loop called init_process_group (and destroys it at the end)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # the model's, the batches'
 
     @classmethod
-    def from_env(cls) -> "Dist":
+    def from_env(cls, device: str = "cpu") -> "Dist":
+        """device "cpu": gloo; "cuda": this process's GPU (cuda:LOCAL_RANK, as torchrun numbers them on a
+        node) and NCCL, whose collectives take tensors on that GPU (`sum`, `max`, `gather` move them)."""
         world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        dev = torch.device("cpu")
+        if device == "cuda":
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0") or 0) if world > 1 else 0)
+            torch.cuda.set_device(dev)
         if world <= 1:
-            return cls()
+            return cls(device=dev)
         import torch.distributed as dist
 
         owned = not dist.is_initialized()
-        if owned:  # the loop's tensors live on the CPU (as a plain run's): gloo, also on a machine with GPUs
-            dist.init_process_group(backend="gloo")
-        return cls(dist.get_world_size(), dist.get_rank(), owned)
+        if owned:
+            dist.init_process_group(backend=backend_for(device))
+        return cls(dist.get_world_size(), dist.get_rank(), owned, dev)
 
     @property
     def main(self) -> bool:
@@ -147,24 +160,24 @@ class Dist:
             return x
         import torch.distributed as dist
 
-        x = x.clone()
-        dist.all_reduce(x)
-        return x
+        y = x.to(self.device, copy=True)
+        dist.all_reduce(y)
+        return y.to(x.device)
 
     def max(self, x: torch.Tensor) -> torch.Tensor:
         if self.world == 1:
             return x
         import torch.distributed as dist
 
-        x = x.clone()
-        dist.all_reduce(x, op=dist.ReduceOp.MAX)
-        return x
+        y = x.to(self.device, copy=True)
+        dist.all_reduce(y, op=dist.ReduceOp.MAX)
+        return y.to(x.device)
 
     def mean_gflops(self, g: torch.Tensor) -> float:
         """The mean over every process's control instances (one process: the plain mean)."""
         if self.world == 1:
             return float(g.mean())
-        s = self.sum(torch.stack([g.double().sum(), torch.tensor(float(len(g)), dtype=torch.float64)]))
+        s = self.sum(torch.stack([g.double().sum(), torch.tensor(float(len(g)), dtype=torch.float64, device=g.device)]))
         return float(s[0] / s[1])
 
     def barrier(self) -> None:
@@ -213,7 +226,7 @@ class Step:
             pad += [0, want - have]
         x = torch.nn.functional.pad(x, pad, value=pad_value) if any(pad) else x
         parts = [torch.empty_like(x) for _ in range(d.world)]
-        dist.all_gather(parts, x.detach().contiguous())
+        dist.all_gather(parts, x.detach().contiguous())  # x lives on d.device: the model's output
         if x.requires_grad:
             parts[d.rank] = _ScaleGrad.apply(x, float(d.world))
         p = torch.arange(self.rows)  # global row p is row p // W of process p % W (`Dist.shard`)
@@ -241,6 +254,23 @@ class _Forward(torch.nn.Module):
 
     def forward(self, *args):
         return self.loss(self.model, *args)
+
+
+def backend_for(device: str) -> str:
+    """The process group's backend: NCCL for GPU tensors, gloo for CPU ones."""
+    return "nccl" if device == "cuda" else "gloo"
+
+
+def to_device(data, device: torch.device):
+    """Every tensor of the family's data (a namespace of tensors and tuples of tensors) on `device`."""
+    if device.type == "cpu":
+        return data
+    for k, v in vars(data).items():
+        if isinstance(v, torch.Tensor):
+            setattr(data, k, v.to(device))
+        elif isinstance(v, tuple) and all(isinstance(t, torch.Tensor) for t in v):
+            setattr(data, k, tuple(t.to(device) for t in v))
+    return data
 
 
 # -- order, schedule, checkpoints ----------------------------------------------------------------------
@@ -309,7 +339,7 @@ def train(cfg: TrainConfig, hooks: TrainHooks, log=print, progress=None) -> dict
     from ..api import load
 
     cfg.validate()
-    dist = Dist.from_env()
+    dist = Dist.from_env(cfg.device)
     try:
         return _train(cfg, hooks, dist, log if dist.main else (lambda *_: None), progress if dist.main else None, load)
     finally:
@@ -326,8 +356,8 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, dist: Dist, log, progress, load)
     if dist.main:
         remove_stale_temps(out, (*hooks.outputs, LAST))  # a killed run's half-written temporaries, never a final file
     state = read_last(out / LAST) if cfg.resume and (out / LAST).exists() else None
-    model = load(cfg.init, mode=cfg.mode)
-    data = hooks.prepare(cfg, model, log)
+    model = load(cfg.init, mode=cfg.mode).to(dist.device)
+    data = to_device(hooks.prepare(cfg, model, log), dist.device)
     _fits_batches(data.n, cfg.batch_size, dist.world)
     ctrl = list(range(dist.rank, data.n_ctrl, dist.world))
 
@@ -367,7 +397,8 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, dist: Dist, log, progress, load)
     forward = _Forward(model, hooks.loss)
     if dist.world > 1:
         # every process starts from the same weights (load is seeded; resume reads one file); DDP checks it
-        forward = torch.nn.parallel.DistributedDataParallel(forward, find_unused_parameters=True)
+        gpu = [dist.device.index] if dist.device.type == "cuda" else None
+        forward = torch.nn.parallel.DistributedDataParallel(forward, device_ids=gpu, find_unused_parameters=True)
 
     def save_last(epoch: int, batch: int) -> None:
         """batch = 0: epoch complete; else the next batch of `epoch` to run (in global batches)."""

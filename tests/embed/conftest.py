@@ -1,12 +1,11 @@
-"""Embedding tests: one generated collection and one packed export of the shipped model per session.
+"""Embedding tests: one generated collection a session; the shipped model's packed export, one a run
+(tests/shipped_artifacts.py)."""
 
-MADTP_EMBED_TEST_CACHE: an export cache kept between runs (the export takes most of these tests' time)."""
-
-import os
 import shutil
-from pathlib import Path
 
 import pytest
+
+from ..shipped_artifacts import shipped_packed_cache  # noqa: F401 - a session fixture, shared
 
 
 @pytest.fixture(scope="session")
@@ -20,13 +19,9 @@ def scenes(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def cache(tmp_path_factory):
-    """The export cache holding the shipped model's packed image and text graphs (exported once)."""
-    from madtp_deploy.embed.job import resolve_graph
-
-    path = Path(os.environ.get("MADTP_EMBED_TEST_CACHE") or tmp_path_factory.mktemp("embed-cache"))
-    resolve_graph("shipped", cache=path, log=lambda *_: None)
-    return path
+def cache(shipped_packed_cache):
+    """The export cache holding the shipped model's packed image and text graphs (made once a run)."""
+    return shipped_packed_cache
 
 
 @pytest.fixture()

@@ -7,6 +7,8 @@ import pytest
 
 from madtp_deploy.serve.server import ServeError, default_venv, find_triton
 
+from ..shipped_artifacts import shipped_packed_cache  # noqa: F401 - a session fixture, shared
+
 
 @pytest.fixture(scope="session")
 def serve_venv():
@@ -21,12 +23,10 @@ def serve_venv():
 
 
 @pytest.fixture(scope="session")
-def shipped_repo(tmp_path_factory):
+def shipped_repo(tmp_path_factory, shipped_packed_cache):  # noqa: F811
     """The shipped model's repository (packed image and text graphs), exported once for the session."""
     from madtp_deploy.serve.repository import write_repository
 
     root = tmp_path_factory.mktemp("serve")
-    # MADTP_SERVE_TEST_CACHE: an export cache kept between runs (the export takes most of these tests' time)
-    cache = os.environ.get("MADTP_SERVE_TEST_CACHE") or root / "cache"
-    write_repository("shipped", root / "repo", cache=cache, log=lambda *_: None)
+    write_repository("shipped", root / "repo", cache=shipped_packed_cache, log=lambda *_: None)
     return root / "repo"
