@@ -16,11 +16,22 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+_MEAN, _STD = np.array(CLIP_MEAN, dtype=np.float32), np.array(CLIP_STD, dtype=np.float32)
+
+
+def preprocess_array(img: Image.Image, size: int) -> np.ndarray:
+    """Bicubic resize to a square (none when it is one already: PIL's resize to the same size is a copy),
+    CLIP mean/std. [3, size, size] float32, in numpy (the embedding loop's per-image cost)."""
+    rgb = img.convert("RGB")
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
+    arr = (np.asarray(rgb, dtype=np.float32) / np.float32(255.0) - _MEAN) / _STD
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
 def preprocess(img: Image.Image, size: int) -> torch.Tensor:
-    """Bicubic resize to a square, CLIP mean/std. [3, size, size] float32."""
-    rgb = np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
-    arr = (rgb / np.float32(255.0) - np.array(CLIP_MEAN, dtype=np.float32)) / np.array(CLIP_STD, dtype=np.float32)
-    return torch.from_numpy(arr.astype(np.float32)).permute(2, 0, 1).contiguous()
+    """`preprocess_array` as a tensor."""
+    return torch.from_numpy(preprocess_array(img, size))
 
 
 def load_image(path: Path, size: int, where: str) -> torch.Tensor:

@@ -70,11 +70,11 @@ def decode(data: bytes | str, size: int) -> np.ndarray | str:
         return data
     from PIL import Image
 
-    from ..data.retrieval import preprocess
+    from ..data.retrieval import preprocess_array
 
     try:
         with Image.open(io.BytesIO(data)) as img:
-            return preprocess(img, size).numpy()
+            return preprocess_array(img, size)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # PIL's decoder errors
         why = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "the file", str(exc))  # no address: same on rerun
         return f"not a readable image ({type(exc).__name__}: {why[:120]})"
