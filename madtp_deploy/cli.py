@@ -274,33 +274,25 @@ def train(data: Path = typer.Option(..., "--data", help="dataset folder (*_train
           tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="HF tokenizer dir or BPE .txt.gz")) -> None:
     """Dense training, or MADTP compression to a GFLOPs target (--reduce P): CLIP; BLIP retrieval
     (--init blip-retrieval-tiny or a BLIP checkpoint); BLIP NLVR2 (an NLVR2 data folder)."""
+    from . import families
     from .data.nlvr import is_nlvr_dir
     from .train.blip_retrieval import is_blip
+    from .train.loop import TrainConfig, train as train_loop
 
     common: dict[str, Any] = dict(
         data=str(data), output=str(output), reduce=reduce, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, mode=mode.value, control_every=control_every, max_steps=max_steps, seed=seed,
         resume=resume, tokenizer=str(tokenizer) if tokenizer else None, device=device)
-    if is_nlvr_dir(data):  # NLVR2 annotations: BLIP NLVR2 training (train/blip_nlvr.py)
-        from .train.blip_trainer import BlipTrainConfig, train as run_nlvr
-
-        init = "blip-nlvr-tiny" if init == "madtp-clip-tiny" else init
-        r = _run_training(run_nlvr, BlipTrainConfig(init=init, **common).validate(), output)
-        console.print(f"done: val accuracy {r['val_accuracy']:.1f}, GFLOPs/instance {r['gflops_current']:.5f} "
-                      f"(target {r['gflops_target']:.5f}, dense {r['gflops_dense']:.5f}), "
-                      f"temperature {r['temperature']:.3f}")
-    elif is_blip(init):  # BLIP retrieval: ITC + ITM (+ MAG) training (train/blip_retrieval.py)
-        from .train.blip_retrieval import BlipRetrievalConfig, train as run_retrieval
-
-        r = _run_training(run_retrieval, BlipRetrievalConfig(init=init, **common).validate(), output)
-        console.print(f"done: GFLOPs/pair (ITC) {r['gflops_current']:.5f} (target {r['gflops_target']:.5f}, "
-                      f"dense {r['gflops_dense']:.5f}), temperature {r['temperature']:.3f}")
-    else:
-        from .train.trainer import TrainConfig, train as run
-
-        r = _run_training(run, TrainConfig(init=init, **common).validate(), output)
-        console.print(f"done: GFLOPs/pair {r['gflops_current']:.4f} (target {r['gflops_target']:.4f}, "
-                      f"dense {r['gflops_dense']:.4f}), temperature {r['temperature']:.3f}")
+    # the family: an NLVR2 folder trains BLIP NLVR2, a BLIP --init BLIP retrieval, anything else CLIP
+    family = "blip-nlvr" if is_nlvr_dir(data) else "blip-retrieval" if is_blip(init) else "clip"
+    if family == "blip-nlvr" and init == "madtp-clip-tiny":  # --init left at its default
+        init = "blip-nlvr-tiny"
+    hooks = families.get(family).hook("training")
+    cfg = TrainConfig(init=init, **common).validate()
+    r = _run_training(lambda c, **kw: train_loop(c, hooks, **kw), cfg, output)
+    summary = hooks.summary(r) if hooks.summary else ""
+    console.print(f"done: {hooks.unit} {r['gflops_current']:.5f} (target {r['gflops_target']:.5f}, dense "
+                  f"{r['gflops_dense']:.5f}), temperature {r['temperature']:.3f}{summary}")
 
 
 @app.command("eval")

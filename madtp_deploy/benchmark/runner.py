@@ -46,14 +46,9 @@ class BenchConfig:
 
 
 def parse_batch_sizes(text: str) -> list[int]:
-    parts = text.split(",")
-    try:
-        sizes = [int(p) for p in parts]
-    except ValueError as exc:
-        raise UsageError(f"--batch-sizes {text!r}: not a comma-separated list of integers; fix: e.g. 1,8,32") from exc
-    if not sizes or any(s < 1 for s in sizes):
-        raise UsageError(f"--batch-sizes {text!r}: sizes must be >= 1; fix: e.g. 1,8,32")
-    return sizes
+    from ..models.inputs import MAX_BATCH, parse_ints
+
+    return parse_ints(text, "--batch-sizes", 1, MAX_BATCH, "1,8,32", error=UsageError)
 
 
 def parse_backends(text: str | None) -> list[str] | None:

@@ -278,9 +278,9 @@ def _write_tokenizer(graph: Graph, tokenizer: Path | None, output: Path) -> dict
     import shutil
 
     from .. import families
-    from ..serve.repository import _tokenizer_files
+    from ..serve.repository import tokenizer_files
     from ..serve.table import tokenizer_kind
 
     spec = graph.spec
     shutil.rmtree(output / "tokenizer", ignore_errors=True)  # a killed run's partial copy
-    return _tokenizer_files(spec, tokenizer_kind(families.of(spec).name), tokenizer, output / "tokenizer")
+    return tokenizer_files(spec, tokenizer_kind(families.of(spec).name), tokenizer, output / "tokenizer")

@@ -140,3 +140,14 @@ def check_temperature(value, where: str = "temperature", error: type[MadtpError]
 def check_batch_size(value, name: str = "--batch-size", error: type[MadtpError] = InputError) -> int:
     return check_number(value, name, lo=1, hi=MAX_BATCH, integer=True, error=error,
                         fix=f"an integer from 1 to {MAX_BATCH}, e.g. 64")
+
+
+def parse_ints(text: str, option: str, lo: int, hi: int, example: str, error: type[MadtpError] = InputError) -> list[int]:
+    """A comma-separated list of integers in lo..hi (a CLI option's value), or `error` naming the option."""
+    try:
+        values = [int(p) for p in text.split(",")]
+    except ValueError as exc:
+        raise error(f"{option} {text!r}: not a comma-separated list of integers; fix: e.g. {example}") from exc
+    if not values or any(not lo <= v <= hi for v in values):
+        raise error(f"{option} {text!r}: values must be in {lo}..{hi}; fix: e.g. {example}")
+    return values

@@ -157,6 +157,27 @@ def float_copy(model: onnx.ModelProto, path: set[str]) -> int:
     return rewired
 
 
+def drop_unused_qdq(model: onnx.ModelProto) -> int:
+    """Remove QuantizeLinear / DequantizeLinear nodes whose outputs nothing reads (what `float_copy`
+    leaves when it rewires a pair's only consumer). Returns the nodes removed.
+
+    They compute nothing, but onnxruntime still counts a dangling QuantizeLinear as a consumer: a Gemm
+    whose output also feeds one is not fused into QGemm (its QDQ selector wants the output read by Q
+    nodes only, or by no Q node at all) and runs in float on weights dequantized at every call. In the
+    packed image graph that was every attention in_proj (a quarter of the GEMM work)."""
+    g = model.graph
+    removed = 0
+    while True:
+        used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+        dead = [n for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in used for o in n.output)]
+        if not dead:
+            return removed
+        for n in dead:
+            g.node.remove(n)
+        removed += len(dead)
+
+
 def quantized_path_inputs(model: onnx.ModelProto, path: set[str]) -> int:
     """How many inputs of path nodes read a DequantizeLinear output (0 = the path computes in float)."""
     producer = {o: n for n in model.graph.node for o in n.output}

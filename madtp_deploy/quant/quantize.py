@@ -241,6 +241,7 @@ def quantize_file(src: Path, arrays: dict[str, np.ndarray], out: Path, cfg: Quan
         quantized = _quantized_nodes(q)
         float_nodes = path.nodes - quantized
         rewired = graph.float_copy(q, float_nodes) if cfg.float_copy else 0
+        dropped = graph.drop_unused_qdq(q)
         with atomic(out) as tmp:  # the graph is renamed into place only after its sidecar is written
             onnx.save(q, str(tmp))
             sidecar = {k: v for k, v in side.items() if k not in ("validation", "file_sha256")}
@@ -260,6 +261,7 @@ def quantize_file(src: Path, arrays: dict[str, np.ndarray], out: Path, cfg: Quan
                     "path_nodes": len(path.nodes),
                     "quantized_nodes": sorted(quantized),
                     "float_copy_rewired_inputs": rewired,
+                    "unused_qdq_removed": dropped,
                     "path_inputs_still_quantized": graph.quantized_path_inputs(q, float_nodes),
                     "score_minmax_tensors": feeders,
                     "preprocess": "onnxruntime quant_pre_process(skip_symbolic_shape=True)",
@@ -281,3 +283,14 @@ def modelopt_available(python: Path = MODELOPT_PYTHON) -> str | None:
     if not os.access(python, os.X_OK):
         return f"{python} is not executable"
     return None
+
+
+def code_sha256() -> str:
+    """A hash of the quantizer's code (this file and graph.py): an INT8 graph cached by another version
+    of it is made again."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in ("quantize.py", "graph.py"):
+        h.update((Path(__file__).parent / name).read_bytes())
+    return h.hexdigest()

@@ -195,7 +195,10 @@ def cached_int8(fp32: Path, arrays: dict, where: str, cache: Path, cfg: QuantCon
     arrays = calibset.check_set(arrays, calibset.check_graph_inputs(fp32, calibset.read_sidecar(fp32)), n, where)
     src_sha = calibset.sha256_file(fp32)
     set_sha = calibset.arrays_sha256(arrays)
-    key = hashlib.sha256(json.dumps([src_sha, set_sha, asdict(cfg)], sort_keys=True, default=str).encode())
+    from .quantize import code_sha256
+
+    key = hashlib.sha256(json.dumps([src_sha, set_sha, asdict(cfg), code_sha256()], sort_keys=True,
+                                    default=str).encode())
     out = Path(cache) / f"{fp32.stem}.{cfg.precision}-{key.hexdigest()[:12]}.onnx"
     if out.is_file() and out.with_suffix(".json").is_file():
         side = calibset.read_sidecar(out)

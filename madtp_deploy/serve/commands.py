@@ -18,14 +18,9 @@ CACHE_HELP = "export cache: graphs with the same weights, temperature and mode a
 
 def _ints(text: str, option: str, lo: int, hi: int, example: str) -> list[int]:
     from ..errors import UsageError
+    from ..models.inputs import parse_ints
 
-    try:
-        values = [int(p) for p in text.split(",")]
-    except ValueError as exc:
-        raise UsageError(f"{option} {text!r}: not a comma-separated list of integers; fix: e.g. {example}") from exc
-    if not values or any(not lo <= v <= hi for v in values):
-        raise UsageError(f"{option} {text!r}: values must be in {lo}..{hi}; fix: e.g. {example}")
-    return values
+    return parse_ints(text, option, lo, hi, example, error=UsageError)
 
 
 def _plans(items: list[str] | None) -> dict:

@@ -122,7 +122,7 @@ def warmup_image(size: int) -> bytes:
 WARMUP_TEXT = "a large red circle left of a small blue square"  # words of the shipped model's vocabulary
 
 
-def _tokenizer_files(spec, kind: str, tokenizer: Path | None, dest: Path) -> dict:
+def tokenizer_files(spec, kind: str, tokenizer: Path | None, dest: Path) -> dict:
     """Copy the model's own tokenizer into `dest` -> serve.json's {"kind", "path"} (relative to 1/)."""
     from ..errors import DataError
 
@@ -248,7 +248,7 @@ def write_repository(source, output: Path, *, variants=("packed",), temperature:
                     item = warmup_image(spec.image_size) if k == "image" else WARMUP_TEXT.encode()
                     (warm / n).write_bytes(_serialized([item]))
                     if k == "text" and "tokenizer" not in cfg:
-                        cfg["tokenizer"] = _tokenizer_files(spec, kind, Path(tokenizer) if tokenizer else None,
+                        cfg["tokenizer"] = tokenizer_files(spec, kind, Path(tokenizer) if tokenizer else None,
                                                             version / "tokenizer")
                 (version / "serve.json").write_text(json.dumps(cfg, indent=2))
                 (staging / name / "config.pbtxt").write_text(

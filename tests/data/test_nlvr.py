@@ -94,10 +94,12 @@ def test_missing_split_names_the_fix(tmp_path):
 
 
 def test_training_runs_compresses_and_reloads(nlvr_dir, tmp_path):
-    from madtp_deploy.train.blip_trainer import BlipTrainConfig, evaluate, tokenizer_for, train
+    from madtp_deploy.train import loop
+    from madtp_deploy.train.blip_nlvr import HOOKS, evaluate, tokenizer_for
 
-    r = train(BlipTrainConfig(data=str(nlvr_dir), output=str(tmp_path / "run"), reduce=0.3, epochs=1,
-                              batch_size=16, control_every=1), log=lambda *_: None)
+    r = loop.train(loop.TrainConfig(data=str(nlvr_dir), output=str(tmp_path / "run"), init="blip-nlvr-tiny",
+                                    reduce=0.3, epochs=1, batch_size=16, weight_decay=0.05, mode="invariant",
+                                    control_every=1), HOOKS, log=lambda *_: None)
     assert r["temperature"] > 0 and r["gflops_current"] < r["gflops_dense"]
     m = madtp_deploy.load(tmp_path / "run" / "madtp.pt", mode="invariant")
     assert m.temperature == r["temperature"]

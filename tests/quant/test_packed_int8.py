@@ -89,3 +89,24 @@ def test_cached_int8_reuses_the_same_calibration_only(packed, test_pixels, tmp_p
     assert first.stat().st_mtime_ns == stamp
     other = cached_int8(packed["fp32_onnx"], {"pixels": test_pixels["pixels"][8:16]}, "test", tmp_path, **QUIET)
     assert other != first and json.loads(other.with_suffix(".json").read_text())["calibration"]["samples"] == 8
+
+
+def test_every_weight_gemm_off_the_path_runs_in_int8(packed, tmp_path):
+    """Bug caught: a Q/DQ pair left dangling after the path was rewired to float tensors. onnxruntime
+    then counts the dangling QuantizeLinear as a consumer of the attention in_proj Gemm, does not fuse it
+    into QGemm, and runs it in float on weights dequantized at every call (a quarter of the GEMM work)."""
+    import onnxruntime as ort
+
+    q = onnx.load(str(packed["onnx"]))
+    used = {i for n in q.graph.node for i in n.input} | {o.name for o in q.graph.output}
+    assert not [n.name for n in q.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not set(n.output) & used]
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(packed["onnx"]), opts, providers=["CPUExecutionProvider"])
+    g = onnx.load(str(tmp_path / "optimized.onnx")).graph
+    producer = {o: n for n in g.node for o in n.output}
+    unfused = [n.name for n in g.node if n.op_type in ("Gemm", "MatMul")
+               and any(i in producer and producer[i].op_type == "DequantizeLinear" for i in n.input)]
+    assert not unfused, f"float GEMMs on dequantized inputs: {unfused}"
+    assert sum(n.op_type == "QGemm" for n in g.node) >= 4 * madtp_deploy.load(TINY).spec.vision_layers

@@ -10,7 +10,7 @@ import madtp_deploy
 from madtp_deploy.errors import CheckpointError, InputError, UsageError
 from madtp_deploy.models.inputs import check_pixels, check_text
 from madtp_deploy.specs import get_spec
-from madtp_deploy.train.trainer import TrainConfig
+from madtp_deploy.train.loop import TrainConfig
 
 from ..conftest import TINY, tiny_inputs
 

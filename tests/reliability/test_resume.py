@@ -2,8 +2,8 @@
 
 import torch
 
-from madtp_deploy.train import trainer
-from madtp_deploy.train.trainer import TrainConfig
+from madtp_deploy.train import clip, loop
+from madtp_deploy.train.loop import TrainConfig
 
 TINY = "clip-tiny-test"
 
@@ -17,14 +17,14 @@ def _cfg(data, out, **kw):
 
 def test_resume_from_mid_epoch_is_bit_exact(small_scenes, tmp_path):
     straight = tmp_path / "straight"
-    r_full = trainer.train(_cfg(small_scenes, straight), log=lambda *_: None)
+    r_full = loop.train(_cfg(small_scenes, straight), clip.HOOKS, log=lambda *_: None)
     full = torch.load(straight / "last.pt", weights_only=False)
     out = tmp_path / "run"
-    trainer.train(_cfg(small_scenes, out, max_steps=6), log=lambda *_: None)  # stops in the middle of epoch 1
+    loop.train(_cfg(small_scenes, out, max_steps=6), clip.HOOKS, log=lambda *_: None)  # stops in the middle of epoch 1
     mid = torch.load(out / "last.pt", weights_only=False)
     assert (mid["step"], mid["epoch"], mid["batch"]) == (6, 1, 2), "the checkpoint is mid-epoch"
     torch.manual_seed(1234)  # the resumed run must not depend on the state of the process
-    r = trainer.train(_cfg(small_scenes, out, resume=True), log=lambda *_: None)
+    r = loop.train(_cfg(small_scenes, out, resume=True), clip.HOOKS, log=lambda *_: None)
     end = torch.load(out / "last.pt", weights_only=False)
     assert end["step"] == full["step"] == 8
     for k, v in full["model"].items():

@@ -12,7 +12,7 @@ from madtp_deploy import flops_blip
 from madtp_deploy.data import dataset, scenes
 from madtp_deploy.errors import DataError
 from madtp_deploy.train import blip_retrieval as br
-from madtp_deploy.train.blip_trainer import write_checkpoint
+from madtp_deploy.train.blip_nlvr import write_checkpoint
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -4,8 +4,12 @@ import pytest
 import torch
 
 import madtp_deploy
-from madtp_deploy.train import control, trainer
-from madtp_deploy.train.trainer import TrainConfig
+from madtp_deploy.train import clip, control, loop
+from madtp_deploy.train.loop import TrainConfig
+
+
+def _train(cfg, **kw):
+    return loop.train(cfg, clip.HOOKS, **kw)
 
 
 def test_controller_steps_toward_the_target():
@@ -16,7 +20,7 @@ def test_controller_steps_toward_the_target():
 
 
 def test_dense_training_loss_falls(scenes_dir, tmp_path):
-    r = trainer.train(TrainConfig(str(scenes_dir), str(tmp_path / "run"), init="clip-tiny-test", epochs=8,
+    r = _train(TrainConfig(str(scenes_dir), str(tmp_path / "run"), init="clip-tiny-test", epochs=8,
                                   batch_size=16, lr=1e-3), log=lambda *_: None)
     losses = [h["loss"] for h in r["history"]]
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
@@ -27,7 +31,7 @@ def test_dense_training_loss_falls(scenes_dir, tmp_path):
 
 
 def test_compression_moves_gflops_toward_target(scenes_dir, tmp_path):
-    r = trainer.train(TrainConfig(str(scenes_dir), str(tmp_path / "c"), init="clip-tiny-test", reduce=0.15,
+    r = _train(TrainConfig(str(scenes_dir), str(tmp_path / "c"), init="clip-tiny-test", reduce=0.15,
                                   epochs=2, batch_size=16, lr=1e-4, control_every=2), log=lambda *_: None)
     dense, target, cur = r["gflops_dense"], r["gflops_target"], r["gflops_current"]
     assert abs(cur - target) < abs(dense - target) * 0.5
@@ -39,7 +43,7 @@ def test_compression_moves_gflops_toward_target(scenes_dir, tmp_path):
 def test_interrupted_training_keeps_the_last_complete_checkpoint(scenes_dir, tmp_path, monkeypatch):
     out = tmp_path / "i"
     cfg = TrainConfig(str(scenes_dir), str(out), init="clip-tiny-test", epochs=1, batch_size=32)
-    trainer.train(cfg, log=lambda *_: None)
+    _train(cfg, log=lambda *_: None)
     good = (out / "madtp.pt").read_bytes()
     real_save = torch.save
 
@@ -47,15 +51,15 @@ def test_interrupted_training_keeps_the_last_complete_checkpoint(scenes_dir, tmp
         real_save(obj, path, *a, **k)
         raise KeyboardInterrupt  # killed right after writing the temporary file
 
-    monkeypatch.setattr(trainer.torch, "save", dying_save)
+    monkeypatch.setattr(loop.torch, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
-        trainer.train(TrainConfig(str(scenes_dir), str(out), init="clip-tiny-test", epochs=2, batch_size=32,
+        _train(TrainConfig(str(scenes_dir), str(out), init="clip-tiny-test", epochs=2, batch_size=32,
                                   resume=True), log=lambda *_: None)
-    monkeypatch.setattr(trainer.torch, "save", real_save)
+    monkeypatch.setattr(loop.torch, "save", real_save)
     assert (out / "madtp.pt").read_bytes() == good
     assert madtp_deploy.load(out / "madtp.pt") is not None
     # and resuming completes the run from the last complete epoch
-    trainer.train(TrainConfig(str(scenes_dir), str(out), init="clip-tiny-test", epochs=2, batch_size=32,
+    _train(TrainConfig(str(scenes_dir), str(out), init="clip-tiny-test", epochs=2, batch_size=32,
                               resume=True), log=lambda *_: None)
     assert torch.load(out / "madtp.pt", weights_only=True)["epoch"] == 1
 
