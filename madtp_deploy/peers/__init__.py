@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Callable
+
 import torch
 
 from ..errors import UsageError
@@ -16,7 +18,7 @@ from .lowres import LowResCLIP
 from .tome import ToMeCLIP, even_schedule
 from .topk import TopKCLIP, keep_counts
 
-PEERS = {"tome": ToMeCLIP, "topk": TopKCLIP, "lowres": LowResCLIP}
+PEERS: dict[str, Callable[..., PeerCLIP]] = {"tome": ToMeCLIP, "topk": TopKCLIP, "lowres": LowResCLIP}
 METHODS = ("madtp",) + tuple(PEERS)
 TOLERANCE = 0.02
 
@@ -46,13 +48,14 @@ def candidates(method: str, spec) -> list:
                 seen.append(r)
         return seen
     if method == "topk":
-        seen, out = set(), []
+        counts: set[tuple[int, ...]] = set()
+        rates = []
         for i in range(1000, 0, -1):
             k = keep_counts(i / 1000, patches, layers)
-            if k not in seen:
-                seen.add(k)
-                out.append(i / 1000)
-        return out
+            if k not in counts:
+                counts.add(k)
+                rates.append(i / 1000)
+        return rates
     if method == "lowres":
         g = spec.image_size // spec.patch_size
         return [(a, b) for a in range(1, g + 1) for b in range(a, min(a + 1, g) + 1)]
@@ -83,12 +86,13 @@ def match(method: str, model, target_gflops: float, tolerance: float = TOLERANCE
     nearest is inside the tolerance (a knob can be too coarse: lowres steps a patch row at a time)."""
     if target_gflops <= 0:
         raise UsageError(f"--match: target {target_gflops} GFLOPs; fix: match a model with positive GFLOPs")
-    best = None
+    best: Match | None = None
     for knob in candidates(method, model.spec):
         peer = build(method, model, knob)
         g = float(peer.image_gflops()[0])
         if best is None or abs(g - target_gflops) < abs(best.gflops - target_gflops):
             best = Match(method, knob, peer.knob, g, target_gflops, False)
+    assert best is not None  # every method has at least one knob
     best.within = abs(best.error) <= tolerance
     return best
 

@@ -115,7 +115,7 @@ def plot(acc: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = {}
+    series: dict[str, list] = {}
     for p in acc["curve"]:
         for r in p["rows"]:
             key = "madtp (shipped)" if r["name"].startswith("madtp") else r["name"]

@@ -186,7 +186,7 @@ def write_set(arrays: dict[str, np.ndarray], npz: Path, manifest: dict) -> dict:
     npz = Path(npz)
     with atomic(npz) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
     manifest = dict(manifest, schema=SCHEMA, file=npz.name, sha256=sha256_file(npz), arrays_sha256=arrays_sha256(arrays),
                     inputs={k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()})
     text = json.dumps(manifest, indent=1)

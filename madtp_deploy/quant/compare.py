@@ -56,7 +56,7 @@ def retrieval_inputs(spec, data: Path, split: str = "test"):
     return s, s.pixels(spec.image_size).numpy(), ids.numpy(), mask.numpy()
 
 
-def retrieval(spec, split, pixels, ids, mask, image_onnx: Path, text_onnx: Path) -> dict:
+def retrieval(spec, split, pixels, ids, mask, image_onnx: Path, text_onnx: Path) -> tuple[dict, dict, dict]:
     """Recall@1/5/10 both ways with onnxruntime encoders, per-instance GFLOPs, kept counts."""
     from ..evaluate import recalls
 
@@ -81,7 +81,7 @@ def time_interleaved(paths: dict[str, Path], batches: dict[int, list[np.ndarray]
     sessions = {k: session(p) for k, p in paths.items()}
     out = {}
     for b, feeds in batches.items():
-        times = {k: [] for k in sessions}
+        times: dict[str, list[float]] = {k: [] for k in sessions}
         for r in range(warmup + rounds):
             for k, s in sessions.items():
                 x = feeds[r % len(feeds)]

@@ -97,7 +97,8 @@ def find_pruning_path(model: onnx.ModelProto) -> PruningPath:
     for n in g.node:  # score values carried forward by elementwise / reshaping ops
         if n.name not in backward and n.op_type not in WEIGHT_OPS and any(i in derived for i in n.input):
             derived.update(o for o in n.output if is_float(o))
-    package, cut = set(), set()
+    package: set[str] = set()
+    cut: set[tuple[str, str]] = set()  # (tensor, the MatMul reading it)
     for n in g.node:
         if n.op_type == "MatMul" and n.name not in backward and not is_weight_op(n):
             fed = [i for i in n.input if i in derived]

@@ -154,7 +154,7 @@ def _ort_quantize(pre: Path, out: Path, arrays, cfg: QuantConfig, exclude: list[
 
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[cfg.method]
-    extra = {"TensorQuantOverrides": overrides} if overrides else {}
+    extra: dict = {"TensorQuantOverrides": overrides} if overrides else {}
     if cfg.method != "minmax":
         # The histogram collectors stack every batch's tensors into one array, which fails when the
         # token count differs between batches (it does: pruning). One batch per collection pass

@@ -136,6 +136,7 @@ def calibrate(*, model: str = "shipped", onnx: Path | None = None, encoders=("im
 
     # 3. the fp32 graphs
     if any(j.onnx is None for j in jobs):
+        assert m is not None  # no --onnx: the model was loaded above
         paths = cached_export(m, work, m.spec.name, tuple(j.encoder for j in jobs), source=source, log=log)
         for j in jobs:
             j.onnx = paths[j.encoder]
@@ -144,6 +145,7 @@ def calibrate(*, model: str = "shipped", onnx: Path | None = None, encoders=("im
     # 4. write: set + manifest, Q/DQ graph + sidecar
     results = []
     for job in jobs:
+        assert job.onnx is not None  # every job has its fp32 graph by now (step 3)
         arrays, sources = sets[job.encoder]
         side = calibset.read_sidecar(job.onnx)
         suffix = name or (cfg.precision + ("-pp" if cfg.quantize_pruning_path else "")

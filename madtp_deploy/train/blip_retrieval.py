@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -332,7 +333,8 @@ def _val_recall(model, v_pixels, v_ids, v_mask) -> dict:
     enc = encode_all(model, v_pixels, v_ids, v_mask)
     n = len(v_ids)
     cos = enc.cosine()
-    return recalls_from_scores(cos, cos.t(), SimpleNamespace(img2txt=[[i] for i in range(n)], txt2img=list(range(n))))
+    pairs: Any = SimpleNamespace(img2txt=[[i] for i in range(n)], txt2img=list(range(n)))  # a split's two maps
+    return recalls_from_scores(cos, cos.t(), pairs)
 
 
 def prepare(cfg: TrainConfig, model, log) -> SimpleNamespace:

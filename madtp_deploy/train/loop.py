@@ -394,7 +394,7 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, dist: Dist, log, progress, load)
         model.temperature, cur = control.search_temperature(at, model.temperature, target, dense)
         log(f"initial temperature {model.temperature:.3f} (GFLOPs {cur:.5f}, target {target:.5f})")
 
-    forward = _Forward(model, hooks.loss)
+    forward: torch.nn.Module = _Forward(model, hooks.loss)
     if dist.world > 1:
         # every process starts from the same weights (load is seeded; resume reads one file); DDP checks it
         gpu = [dist.device.index] if dist.device.type == "cuda" else None
