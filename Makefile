@@ -38,7 +38,7 @@ bench: setup
 # every generated artifact (git ignores them all); recipes, docs and committed manifests stay
 clean:
 	rm -rf export/*.onnx export/*.onnx.data export/*.json export/*.md export/*.png export/*.pt2 export/.bench \
-	       export/.export-* engines/*.plan engines/*.engine engines/*.json engines/timing.cache engines/cpp/build \
+	       export/.export-* export/.embed engines/*.plan engines/*.engine engines/*.json engines/timing.cache engines/cpp/build \
 	       calibration/*.npz calibration/*.onnx calibration/*.onnx.data calibration/.work calibration/*.capacity.json \
 	       .pytest_cache
 

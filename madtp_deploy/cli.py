@@ -321,13 +321,10 @@ def eval_(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
     check_batch_size(batch_size, "--batch-size", error=UsageError)
     if temperature is not None:
         check_temperature(temperature, "--temperature", error=UsageError)
-    methods = ("madtp", "tome", "topk", "lowres")
-    if method not in methods:
-        raise UsageError(f"--method {method}: unknown; fix: use one of {', '.join(methods)}")
-    if method == "madtp" and match is not None:
-        raise UsageError("--match: only for a peer; fix: drop --match or pass --method tome|topk|lowres")
-    if method != "madtp" and match is None:
-        raise UsageError(f"--method {method}: nothing sets its knob; fix: pass --match MODEL (a MADTP model)")
+    from .peers import METHODS
+
+    if method not in METHODS:
+        raise UsageError(f"--method {method}: unknown; fix: use one of {', '.join(METHODS)}")
     if json_out:
         check_output_file(json_out, "--json")
     # a peer runs on the model's weights with MADTP's pruning off (temperature 0)
@@ -335,10 +332,11 @@ def eval_(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
     family = families.of(m)
     family.require("eval", f"--model {model}")
     extra = {}
-    if match is not None:
+    if method != "madtp" or match is not None:  # evaluate() says what a peer needs (and --match without one)
         family.require("peers", f"--model {model} --method {method}")
-        reference = load(match, mode=mode.value, temperature=temperature)
-        families.of(reference).require("peers", f"--match {match}")
+        reference = None if match is None else load(match, mode=mode.value, temperature=temperature)
+        if reference is not None:
+            families.of(reference).require("peers", f"--match {match}")
         extra = {"method": method, "match": reference, "log": console.print}
     r = family.hook("evaluator")(m, data, split, batch_size, tokenizer=tokenizer, k=k, **extra)
     r["model"] = model
