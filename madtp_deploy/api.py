@@ -13,7 +13,15 @@ from .modes import LIBRARY_DEFAULT, parse_mode
 from . import families
 from .specs import get_spec, spec_names
 
-SHIPPED = Path(__file__).parent / "assets" / "madtp-clip-tiny.pt"
+ASSETS = Path(__file__).parent / "assets"
+SHIPPED = ASSETS / "madtp-clip-deep.pt"  # the shipped model: `make shipped-model` trains it (issue 21)
+# the names `load` resolves to the checkpoints shipped in assets/
+SHIPPED_NAMES = {
+    "shipped": SHIPPED,
+    "shipped-dense": ASSETS / "madtp-clip-deep-dense.pt",  # the dense model it was compressed from (peers)
+    "shipped-tiny": ASSETS / "madtp-clip-tiny.pt",          # the previous shipped model (4 layers): tests
+    "shipped-tiny-dense": ASSETS / "madtp-clip-tiny-dense.pt",
+}
 
 
 def load(source: str | Path, *, mode: str = LIBRARY_DEFAULT.value, temperature: float | None = None):
@@ -28,10 +36,7 @@ def load(source: str | Path, *, mode: str = LIBRARY_DEFAULT.value, temperature: 
         temperature = check_temperature(temperature)
     from .models import checkpoint, hf
 
-    if str(source) == "shipped":
-        source = SHIPPED
-    elif str(source) == "shipped-dense":  # the dense model the shipped one was compressed from (peers)
-        source = SHIPPED.with_name("madtp-clip-tiny-dense.pt")
+    source = SHIPPED_NAMES.get(str(source), source)
     if isinstance(source, str) and source in spec_names():
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)

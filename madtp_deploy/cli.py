@@ -190,8 +190,10 @@ def export(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
 def _source(model: str) -> str:
     """What a sidecar records as the model: a spec name as is, a path made absolute (so `validate`
     and `bench --onnx` find it from any working folder)."""
+    from .api import SHIPPED_NAMES
+
     path = Path(model)
-    return str(path.resolve()) if model != "shipped" and path.exists() else model
+    return str(path.resolve()) if model not in SHIPPED_NAMES and path.exists() else model
 
 
 def _print_trt_report(path: Path) -> None:
@@ -262,7 +264,7 @@ def make_data(output: Path = typer.Option(Path("data/scenes"), "--output"),
 @app.command()
 def train(data: Path = typer.Option(..., "--data", help="dataset folder (*_train.json, *_val.json)"),
           output: Path = typer.Option(..., "--output", help="run folder: madtp.pt, model.safetensors, last.pt"),
-          init: str = typer.Option("madtp-clip-tiny", "--init", help=MODEL_HELP),
+          init: str = typer.Option("madtp-clip-deep", "--init", help=MODEL_HELP),
           reduce: float = typer.Option(0.0, "--reduce", help="fraction of GFLOPs to remove (0 = dense)"),
           epochs: int = typer.Option(5, "--epochs"), batch_size: int = typer.Option(64, "--batch-size"),
           lr: float = typer.Option(5e-4, "--lr"), weight_decay: float = typer.Option(0.2, "--wd"),
@@ -285,7 +287,7 @@ def train(data: Path = typer.Option(..., "--data", help="dataset folder (*_train
         resume=resume, tokenizer=str(tokenizer) if tokenizer else None, device=device)
     # the family: an NLVR2 folder trains BLIP NLVR2, a BLIP --init BLIP retrieval, anything else CLIP
     family = "blip-nlvr" if is_nlvr_dir(data) else "blip-retrieval" if is_blip(init) else "clip"
-    if family == "blip-nlvr" and init == "madtp-clip-tiny":  # --init left at its default
+    if family == "blip-nlvr" and init == "madtp-clip-deep":  # --init left at its default
         init = "blip-nlvr-tiny"
     hooks = families.get(family).hook("training")
     cfg = TrainConfig(init=init, **common).validate()

@@ -123,6 +123,10 @@ register(ClipSpec("clip-tiny-test", 32, 8, 128, 2, 2, 256, 16, 64, 128, 2, 2, 25
 # The shipped demo model's geometry (trained by `madtp-deploy train` on the generated scenes).
 register(ClipSpec("madtp-clip-tiny", 64, 8, 128, 4, 2, 512, 16, 64, 128, 4, 2, 512, 64,
                   sd_num=32, sd_dim=64, eot_token_id=63))
+# The shipped demo model (issue 21): deep enough for the reductions to compound over layers. 8 + 8 layers;
+# the text tower half the vision width (as in OpenAI's CLIPs, where text is the narrower tower).
+register(ClipSpec("madtp-clip-deep", 64, 8, 128, 8, 2, 512, 16, 64, 64, 8, 1, 256, 64,
+                  sd_num=32, sd_dim=64, eot_token_id=63))
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,10 @@ register(BlipSpec("blip-retrieval", "retrieval", 384, 16, 768, 12, 12, 3072, 305
 # Tiny geometries for tests and the generated NLVR task: width 128 (2 heads of 64), 2 layers, 32 px.
 register(BlipSpec("blip-nlvr-tiny", "nlvr", 32, 8, 128, 2, 2, 256, 64, 128, 2, 2, 256, max_positions=32,
                   merge_from=1, sd_num=16, sd_dim=128))
+# Issue 21 (item 3, not trained yet): deep enough for the reductions to compound (6 + 6 layers, fusion from
+# text layer 3, as BLIP's 6 of 12).
+register(BlipSpec("blip-nlvr-deep", "nlvr", 32, 8, 128, 6, 2, 256, 64, 128, 6, 2, 256, max_positions=32,
+                  merge_from=3, sd_num=16, sd_dim=128))
 register(BlipSpec("blip-retrieval-tiny", "retrieval", 32, 8, 128, 2, 2, 256, 64, 128, 2, 2, 256,
                   max_positions=32, embed_dim=64, sd_num=16, sd_dim=128))
 

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DENSE = ROOT / "madtp_deploy" / "assets" / "madtp-clip-tiny-dense.pt"
 
 
 def main() -> None:
+    from madtp_deploy.api import SHIPPED_NAMES
     from madtp_deploy.files import write_text_atomic
     from madtp_deploy.peers import report
 
@@ -32,7 +32,8 @@ def main() -> None:
             from madtp_deploy.data import scenes
 
             scenes.generate(Path(a.data), n_train=4000, n_val=300, n_test=500, seed=0)  # = make-data's defaults
-        acc = report.accuracy(a.data, "shipped", DENSE if DENSE.is_file() else None)
+        dense = SHIPPED_NAMES["shipped-dense"]
+        acc = report.accuracy(a.data, "shipped", dense if dense.is_file() else None)
         import json
 
         write_text_atomic(out / "peers-accuracy.json", json.dumps(acc, indent=2))

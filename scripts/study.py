@@ -1,12 +1,15 @@
 """The accuracy-GFLOPs study behind docs/RESULTS.md.
 
   .venv/bin/python scripts/study.py --data DATA --runs dense=RUN,0.3=RUN,... --ablate 0.5 --out docs/
+  .venv/bin/python scripts/study.py --data DATA --runs ... --ablate none --ref-batch 32 --tag deep   # issue 21
 
 1. recall@1 against per-instance GFLOPs for each compression run (invariant mode, batch 64), plus
-   the same checkpoint in reference (max-keep) mode at batch 64 to show the batch inflation;
+   the same checkpoint in reference (max-keep) mode at batch --ref-batch to show the batch inflation;
 2. at equal GFLOPs on the --ablate run's weights, MADTP against three post-hoc policies (no
    retraining): CA-only with a fixed threshold, SA-only, random keep. Each policy's one knob is
    bisected until its mean GFLOPs/pair is within 1% of MADTP's.
+
+--tag T writes docs/results-T.json / .png and the table between `<!-- study-T:begin/end -->` in RESULTS.md.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from madtp_deploy.data import dataset
 from madtp_deploy.evaluate import evaluate
 
 
-def _eval(model, split, tok, pixels):
-    return evaluate(model, split, tok, batch_size=64, pixels=pixels)
+def _eval(model, split, tok, pixels, batch_size=64):
+    return evaluate(model, split, tok, batch_size=batch_size, pixels=pixels)
 
 
 def _match(model, split, tok, pixels, make, lo, hi, target, more_is_fewer, log_space=False, iters=14):
@@ -51,9 +54,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
     ap.add_argument("--runs", required=True, help="label=checkpoint,... (label 'dense' or the reduce fraction)")
-    ap.add_argument("--ablate", default="0.5")
+    ap.add_argument("--ablate", default="0.5", help="the run whose weights the ablations use; 'none': skip them")
+    ap.add_argument("--ref-batch", type=int, default=64, help="batch size of the reference (max-keep) column")
+    ap.add_argument("--tag", default="", help="results-TAG.json/.png and the study-TAG markers")
+    ap.add_argument("--compare", help="another study's record (docs/results.json): a table of the reduce levels both "
+                                      "ran, each against its own --reduce 0 control (what depth buys)")
     ap.add_argument("--out", default="docs")
     args = ap.parse_args()
+    stem, marker = (f"results-{args.tag}", f"study-{args.tag}") if args.tag else ("results", "study")
     runs = dict(kv.split("=", 1) for kv in args.runs.split(","))
     split = dataset.load(Path(args.data), "test")
     out = Path(args.out)
@@ -63,14 +71,27 @@ def main() -> None:
         tok = dataset.tokenizer_for(Path(args.data), m.spec)
         pixels = split.pixels(m.spec.image_size) if pixels is None else pixels
         r = _eval(m, split, tok, pixels)
-        ref = _eval(madtp_deploy.load(ckpt, mode="reference"), split, tok, pixels) if m.temperature > 0 else r
+        ref = (_eval(madtp_deploy.load(ckpt, mode="reference"), split, tok, pixels, args.ref_batch)
+               if m.temperature > 0 else r)
         rows.append({"run": label, "checkpoint": ckpt, "temperature": m.temperature, "invariant": r,
-                     "reference_b64": ref})
+                     "reference": ref, "reference_batch": args.ref_batch})
         print(f"{label}: txt_r1 {r['txt_r1']:.1f} img_r1 {r['img_r1']:.1f} GFLOPs/pair {r['gflops_per_pair']:.4f} "
-              f"({100 * r['gflops_reduction']:.1f}% removed); reference mode b64 {ref['gflops_per_pair']:.4f}")
+              f"({100 * r['gflops_reduction']:.1f}% removed); reference mode b{args.ref_batch} "
+              f"{ref['gflops_per_pair']:.4f}")
+    record = {"data": args.data, "runs": rows, "ablations": [], "ablation_weights": None}
+    if args.ablate != "none":
+        record.update(ablations=_ablations(runs[args.ablate], split, pixels, args.data),
+                      ablation_weights=runs[args.ablate])
+    (out / f"{stem}.json").write_text(json.dumps(record, indent=2))
+    _plot(record, out / f"{stem}.png")
+    other = (args.compare, json.loads(Path(args.compare).read_text())) if args.compare else None
+    _markdown(record, out / "RESULTS.md", marker, other)
+
+
+def _ablations(ckpt, split, pixels, data):
     abl = []
-    m = madtp_deploy.load(runs[args.ablate], mode="invariant")
-    tok = dataset.tokenizer_for(Path(args.data), m.spec)
+    m = madtp_deploy.load(ckpt, mode="invariant")
+    tok = dataset.tokenizer_for(Path(data), m.spec)
     madtp = _eval(m, split, tok, pixels)
     target = madtp["gflops_per_pair"]
     abl.append({"policy": "MADTP (TIS = SA+TA+CA, alignment threshold)", "knob": m.temperature, "result": madtp})
@@ -82,30 +103,64 @@ def main() -> None:
         abl.append({"policy": name, "knob": knob, "result": r})
         print(f"{name}: knob {knob:.4f} GFLOPs/pair {r['gflops_per_pair']:.4f} txt_r1 {r['txt_r1']:.1f} "
               f"img_r1 {r['img_r1']:.1f}")
-    record = {"data": args.data, "runs": rows, "ablations": abl, "ablation_weights": runs[args.ablate]}
-    (out / "results.json").write_text(json.dumps(record, indent=2))
-    _plot(record, out / "results.png")
-    _markdown(record, out / "RESULTS.md")
+    return abl
 
 
-def _markdown(record, path):
+def _pct(fraction: float) -> str:
+    return f"{round(100 * fraction, 1) + 0.0:.1f}%"  # + 0.0: no "-0.0%" for a dense model's -4e-16
+
+
+def _kept(values):
+    return ", ".join(f"{v:.1f}" for v in values)
+
+
+def _by_reduce(record) -> dict[float, dict]:
+    """Each run's invariant result by its --reduce level ('dense' left out; '0' / '0.0' is the control)."""
+    return {float(r["run"]): r["invariant"] for r in record["runs"] if r["run"] != "dense"}
+
+
+def _depth_table(record, other) -> list[str]:
+    """The reduce levels both studies ran: GFLOPs removed and recall@1 against each one's own control."""
+    name, rec = other
+    a, b = _by_reduce(rec), _by_reduce(record)
+    layers = [rec["runs"][0]["invariant"]["kept_image_per_layer"], record["runs"][0]["invariant"]["kept_image_per_layer"]]
+    head = [f"{len(layers[0])} + {len(layers[0])} layers", f"{len(layers[1])} + {len(layers[1])} layers"]
+    lines = ["", f"What depth buys: the same `--reduce`, each model against its own `--reduce 0` control ({name} "
+                 "beside this study):", "",
+             f"| --reduce | removed, {head[0]} | removed, {head[1]} | Δ txt / img R@1, {head[0]} | "
+             f"Δ txt / img R@1, {head[1]} |", "|---|---|---|---|---|"]
+    for p in sorted(set(a) & set(b) - {0.0}):
+        cells = [_pct(x[p]["gflops_reduction"]) for x in (a, b)]
+        cells += [f"{x[p]['txt_r1'] - x[0.0]['txt_r1']:+.1f} / {x[p]['img_r1'] - x[0.0]['img_r1']:+.1f}" for x in (a, b)]
+        lines.append(f"| {p:g} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _markdown(record, path, marker, other=None):
     """Regenerate the measured tables between the markers of docs/RESULTS.md."""
+    rb = record["runs"][0]["reference_batch"]
     lines = ["| run | T | txt R@1 | txt R@5 | img R@1 | img R@5 | GFLOPs/pair (per instance) | removed | "
-             "reference mode, batch 64: GFLOPs/pair | kept image tokens per layer |", "|" + "---|" * 10]
+             f"max-keep, batch {rb}: txt / img R@1, removed | kept image tokens per layer | "
+             "kept text tokens per layer |", "|" + "---|" * 11]
     for r in record["runs"]:
-        i, ref = r["invariant"], r["reference_b64"]
+        i, ref = r["invariant"], r["reference"]
         lines.append(f"| {r['run']} | {r['temperature']:.2f} | {i['txt_r1']:.1f} | {i['txt_r5']:.1f} | "
                      f"{i['img_r1']:.1f} | {i['img_r5']:.1f} | {i['gflops_per_pair']:.4f} | "
-                     f"{100 * i['gflops_reduction']:.1f}% | {ref['gflops_per_pair']:.4f} | "
-                     f"{', '.join(f'{v:.1f}' for v in i['kept_image_per_layer'])} |")
-    lines += ["", f"Ablations at equal GFLOPs on `{record['ablation_weights']}` (post-hoc, same weights):", "",
-              "| policy | knob | GFLOPs/pair | txt R@1 | img R@1 | txt R@5 | img R@5 |", "|---|---|---|---|---|---|---|"]
+                     f"{_pct(i['gflops_reduction'])} | {ref['txt_r1']:.1f} / {ref['img_r1']:.1f}, "
+                     f"{_pct(ref['gflops_reduction'])} | {_kept(i['kept_image_per_layer'])} | "
+                     f"{_kept(i['kept_text_per_layer'])} |")
+    if other:
+        lines += _depth_table(record, other)
+    if record["ablations"]:
+        lines += ["", f"Ablations at equal GFLOPs on `{record['ablation_weights']}` (post-hoc, same weights):", "",
+                  "| policy | knob | GFLOPs/pair | txt R@1 | img R@1 | txt R@5 | img R@5 |",
+                  "|---|---|---|---|---|---|---|"]
     for a in record["ablations"]:
         r = a["result"]
         lines.append(f"| {a['policy']} | {a['knob']:.4g} | {r['gflops_per_pair']:.4f} | {r['txt_r1']:.1f} | "
                      f"{r['img_r1']:.1f} | {r['txt_r5']:.1f} | {r['img_r5']:.1f} |")
     text = path.read_text()
-    start, end = "<!-- study:begin -->", "<!-- study:end -->"
+    start, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
     head, _, rest = text.partition(start)
     _, _, tail = rest.partition(end)
     path.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + tail)
@@ -117,14 +172,19 @@ def _plot(record, path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    pts = sorted(record["runs"], key=lambda r: r["invariant"]["gflops_per_pair"])
-    for key, label in (("txt_r1", "image->text R@1"), ("img_r1", "text->image R@1")):
-        ax.plot([r["invariant"]["gflops_per_pair"] for r in pts], [r["invariant"][key] for r in pts], marker="o",
-                label=f"MADTP {label}")
+    pts = sorted(record["runs"], key=lambda r: r["invariant"]["gflops_reduction"])
+    for mode, style in (("invariant", "-o"), ("reference", ":s")):
+        for key, label, colour in (("txt_r1", "image->text R@1", "C0"), ("img_r1", "text->image R@1", "C1")):
+            name = "per instance" if mode == "invariant" else f"max-keep, batch {pts[0]['reference_batch']}"
+            ax.plot([100 * r[mode]["gflops_reduction"] for r in pts], [r[mode][key] for r in pts], style,
+                    color=colour, label=f"MADTP {label} ({name})")
+    for r in pts:
+        ax.annotate(r["run"], (100 * r["invariant"]["gflops_reduction"], r["invariant"]["txt_r1"]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
     for a in record["ablations"][1:]:
-        ax.scatter([a["result"]["gflops_per_pair"]], [(a["result"]["txt_r1"] + a["result"]["img_r1"]) / 2],
+        ax.scatter([100 * a["result"]["gflops_reduction"]], [(a["result"]["txt_r1"] + a["result"]["img_r1"]) / 2],
                    marker="x", label=f"{a['policy'][:28]} (mean R@1)")
-    ax.set(xlabel="GFLOPs per image-caption pair (per instance)", ylabel="recall@1 (%)",
+    ax.set(xlabel="GFLOPs per image-caption pair removed (%)", ylabel="recall@1 (%)",
            title="generated scenes test split")
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -11,6 +11,10 @@ import pytest
 import madtp_deploy
 from madtp_deploy.onnx.export import export_model
 
+# The trained model the export, serving and embedding tests run: the 4-layer one shipped before issue 21 (quick
+# to export; those tests check the paths, not the model). tests/test_shipped.py checks the shipped one.
+MODEL = "shipped-tiny"
+
 
 def shared_dir(tmp_path_factory, name: str) -> Path:
     """A folder of this run shared by every xdist worker (their base temps have one parent)."""
@@ -33,19 +37,19 @@ def only_one(d: Path):
 
 @pytest.fixture(scope="session")
 def shipped_onnx(tmp_path_factory):
-    """The shipped model (invariant mode) and its dynamic image and text graphs exactly as the
+    """The test model (invariant mode) and its dynamic image and text graphs exactly as the
     exporter writes them: before constant folding, not validated (tests/onnx validates)."""
-    m = madtp_deploy.load("shipped", mode="invariant")
+    m = madtp_deploy.load(MODEL, mode="invariant")
     out = shared_dir(tmp_path_factory, "shipped-onnx")
     with only_one(out):
         if not (out / "shipped.text.json").is_file():  # the sidecars are written last
-            export_model(m, out, "shipped", source="shipped", validate=False, fold=False, log=lambda *_: None)
+            export_model(m, out, "shipped", source=MODEL, validate=False, fold=False, log=lambda *_: None)
     return m, out
 
 
 @pytest.fixture(scope="session")
 def shipped_packed_cache(tmp_path_factory):
-    """An export cache (onnx.export.cached_export) holding the shipped model's packed image and text
+    """An export cache (onnx.export.cached_export) holding the test model's packed image and text
     graphs, validated: what `embed`, `serve-repo` and `bench` export, made once for the run.
     MADTP_EXPORT_TEST_CACHE: a cache kept between runs instead (the export takes these tests' time)."""
     from madtp_deploy.embed.job import resolve_graph
@@ -54,5 +58,5 @@ def shipped_packed_cache(tmp_path_factory):
     path = Path(keep) if keep else shared_dir(tmp_path_factory, "export-cache")
     path.mkdir(parents=True, exist_ok=True)
     with only_one(path):
-        resolve_graph("shipped", cache=path, log=lambda *_: None)
+        resolve_graph(MODEL, cache=path, log=lambda *_: None)
     return path

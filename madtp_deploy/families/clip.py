@@ -17,7 +17,7 @@ register(Family(
     describe="madtp_deploy.flops:describe",
     image_gflops="madtp_deploy.flops:image_gflops",
     packed_image_gflops="madtp_deploy.flops:packed_image_gflops",
-    data_kind="retrieval", default_init="madtp-clip-tiny",
+    data_kind="retrieval", default_init="madtp-clip-deep",
     training="madtp_deploy.train.clip:HOOKS",
     evaluator="madtp_deploy.families.evaluators:evaluate_clip", eval_report="madtp_deploy.families.evaluators:clip_report",
     bench="madtp_deploy.benchmark.runner:run_image_bench", serving="madtp_deploy.serve.table:CLIP",

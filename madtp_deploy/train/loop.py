@@ -41,7 +41,7 @@ LAST = "last.pt"
 class TrainConfig:
     data: str
     output: str
-    init: str = "madtp-clip-tiny"
+    init: str = "madtp-clip-deep"
     reduce: float = 0.0            # fraction of GFLOPs to remove; 0 = dense training
     epochs: int = 5
     batch_size: int = 64           # the global batch (all processes together under torchrun)

@@ -1,4 +1,4 @@
-"""Embedding tests: one generated collection a session; the shipped model's packed export, one a run
+"""Embedding tests: one generated collection a session; the test model's packed export, one a run
 (tests/shipped_artifacts.py)."""
 
 import shutil
@@ -20,7 +20,7 @@ def scenes(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def cache(shipped_packed_cache):
-    """The export cache holding the shipped model's packed image and text graphs (made once a run)."""
+    """The export cache holding the test model's packed image and text graphs (made once a run)."""
     return shipped_packed_cache
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from madtp_deploy.serve.server import ServeError, default_venv, find_triton
 
-from ..shipped_artifacts import shipped_packed_cache  # noqa: F401 - a session fixture, shared
+from ..shipped_artifacts import MODEL, shipped_packed_cache  # noqa: F401 - a session fixture, shared
 
 
 @pytest.fixture(scope="session")
@@ -24,9 +24,9 @@ def serve_venv():
 
 @pytest.fixture(scope="session")
 def shipped_repo(tmp_path_factory, shipped_packed_cache):  # noqa: F811
-    """The shipped model's repository (packed image and text graphs), exported once for the session."""
+    """The test model's repository (packed image and text graphs), exported once for the session."""
     from madtp_deploy.serve.repository import write_repository
 
     root = tmp_path_factory.mktemp("serve")
-    write_repository("shipped", root / "repo", cache=shipped_packed_cache, log=lambda *_: None)
+    write_repository(MODEL, root / "repo", cache=shipped_packed_cache, log=lambda *_: None)
     return root / "repo"

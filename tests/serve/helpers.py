@@ -11,6 +11,8 @@ from madtp_deploy.files import temp_dir
 from madtp_deploy.runtime import open_session
 from madtp_deploy.serve.handler import DEFAULT_LIMITS, decode_image
 
+from ..shipped_artifacts import MODEL
+
 CAPTIONS = ["a red circle", "a large blue square left of a small red circle", "a small green triangle above "
             "a large white diamond", "a yellow square", "a purple circle below a small red square"]
 
@@ -51,7 +53,7 @@ def local_text_answers(repo, captions: list[str]) -> dict:
     from madtp_deploy.data.tokenize import WordTokenizer
     import madtp_deploy
 
-    spec = madtp_deploy.load("shipped").spec
+    spec = madtp_deploy.load(MODEL).spec
     tok = WordTokenizer(WORDS, spec.vocab_size, spec.context_length)
     s = open_session(repo / "text_onnx" / "1" / "model.onnx", "ort")
     out = []

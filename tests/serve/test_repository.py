@@ -11,6 +11,8 @@ from madtp_deploy.serve import commands
 from madtp_deploy.serve.repository import parse_variants, write_repository
 from madtp_deploy.serve.server import ServeError, TritonServer, find_triton, venv_python
 
+from ..shipped_artifacts import MODEL
+
 PARSE = """
 import json, sys
 from pathlib import Path
@@ -57,10 +59,10 @@ def test_option_errors_name_the_fix(tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("mine")
     with pytest.raises(UsageError, match="not a repository serve-repo wrote"):
-        write_repository("shipped", tmp_path / "taken")
+        write_repository(MODEL, tmp_path / "taken")
     assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
     with pytest.raises(UsageError, match="include packed"):
-        write_repository("shipped", tmp_path / "new", variants=("dense",))
+        write_repository(MODEL, tmp_path / "new", variants=("dense",))
 
 
 def test_launcher_errors(tmp_path, shipped_repo):

@@ -5,6 +5,6 @@ from ..shipped_artifacts import shipped_onnx  # noqa: F401 - a session fixture, 
 
 @pytest.fixture(scope="session")
 def dynamic_image(shipped_onnx):  # noqa: F811
-    """The shipped model and its dynamic-shape image graph, unfolded."""
+    """The test model and its dynamic-shape image graph, unfolded."""
     m, out = shipped_onnx
     return m, out / "shipped.image.onnx"
