@@ -55,11 +55,11 @@ shipped-model: setup
 	cp runs/deep/p0.7/madtp.pt madtp_deploy/assets/madtp-clip-deep.pt
 
 # The reduce curve of docs/RESULTS.md (issue 21), after `make shipped-model`: from the same dense model, a
-# `--reduce 0` control and 0.5 / 0.8 beside the shipped 0.7, each as long; then the study (about 40 minutes)
+# `--reduce 0` control and 0.5 / 0.8 beside the shipped 0.7, each as long; then the study (about 50 minutes)
 shipped-curve: setup
 	test -f runs/deep/p0.7/madtp.pt || { echo "shipped-curve: run make shipped-model first"; exit 2; }
 	for p in 0 0.5 0.8; do $(SHIPPED_TRAIN) --output runs/deep/p$$p --reduce $$p $(SHIPPED_COMPRESS) || exit 1; done
-	$(PY) scripts/study.py --data data/scenes --ablate none --ref-batch 32 --tag deep --runs \
+	$(PY) scripts/study.py --data data/scenes --ablate none --ref-batch 32 --tag deep --compare docs/results.json --runs \
 	    dense=runs/deep/dense/madtp.pt,0=runs/deep/p0/madtp.pt,0.5=runs/deep/p0.5/madtp.pt,0.7=runs/deep/p0.7/madtp.pt,0.8=runs/deep/p0.8/madtp.pt
 
 # NVIDIA ModelOpt's ONNX quantizer (FP8, ModelOpt INT8) in its OWN venv: it pulls onnxruntime-gpu,
