@@ -41,9 +41,8 @@ def recipe(target: str) -> list[str]:
     return lines
 
 
-def measure(ckpt: Path, data: Path) -> tuple[float, dict]:
+def measure(ckpt: Path, data: Path, split) -> tuple[float, dict]:
     m = madtp_deploy.load(ckpt, mode="invariant")
-    split = dataset.load(data, "test")
     r = evaluate(m, split, dataset.tokenizer_for(data, m.spec), batch_size=64)
     keep = ("txt_r1", "txt_r5", "txt_r10", "img_r1", "img_r5", "img_r10", "gflops_per_pair", "gflops_dense_per_pair",
             "gflops_reduction", "kept_image_per_layer", "kept_text_per_layer")
@@ -66,14 +65,15 @@ def main() -> None:
               "format": "MADTP checkpoint: {'model': state_dict, 'epoch', 'temperature', 'spec'}",
               "recipe": steps, "seed": 0}
     shipped, dense = SHIPPED_NAMES["shipped"], SHIPPED_NAMES["shipped-dense"]
-    t_dense, m_dense = measure(dense, data)
-    t, m = measure(shipped, data)
+    split = dataset.load(data, "test")  # read once, evaluated three times
+    t_dense, m_dense = measure(dense, data, split)
+    t, m = measure(shipped, data, split)
     record = {"file": shipped.name, **common, "sha256": sha256(shipped), "temperature": t,
               "training_wall_clock_s": wall, "eval_command": EVAL.format(model="shipped"), "metrics": m,
               "dense_start_metrics": m_dense}
     control = ROOT / "runs" / "deep" / "p0" / "madtp.pt"
     if control.is_file():
-        record["control_metrics"] = measure(control, data)[1]
+        record["control_metrics"] = measure(control, data, split)[1]
         record["control"] = ("the dense start trained as long as the compression run with --reduce 0 "
                              "(`make shipped-curve`): the fair baseline")
     write_text_atomic(shipped.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
