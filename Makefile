@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 CLI    := $(VENV)/bin/madtp-deploy
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean modelopt-env calibration-report gpu-check shipped-model shipped-curve
+.PHONY: setup demo test lint bench clean modelopt-env calibration-report gpu-check shipped-model shipped-curve nlvr-curve
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -61,6 +61,24 @@ shipped-curve: setup
 	for p in 0 0.5 0.8; do $(SHIPPED_TRAIN) --output runs/deep/p$$p --reduce $$p $(SHIPPED_COMPRESS) || exit 1; done
 	$(PY) scripts/study.py --data data/scenes --ablate none --ref-batch 32 --tag deep --compare docs/results.json --runs \
 	    dense=runs/deep/dense/madtp.pt,0=runs/deep/p0/madtp.pt,0.5=runs/deep/p0.5/madtp.pt,0.7=runs/deep/p0.7/madtp.pt,0.8=runs/deep/p0.8/madtp.pt
+
+# The BLIP NLVR2 curve of docs/RESULTS.md (issue 21, item 3; about 70 minutes on 2 cores). As BLIP: pre-train
+# (ITC + ITM on the scenes captions, blip-retrieval-deep), fine-tune NLVR2 from it (`--pretrained`: each
+# cross-attention copied for both images) on the generated pairs, then from that dense model a `--reduce 0`
+# control and 0.5 / 0.7 / 0.8, each as long; then the study (docs/results-nlvr-deep.json / .png).
+NLVR_TRAIN := OMP_NUM_THREADS=2 $(CLI) train --seed 0 --wd 0.05
+NLVR_COMPRESS := --data data/nlvr-big --init runs/blipdeep/dense/madtp.pt --epochs 4 --batch-size 32 --lr 5e-5 \
+                 --control-every 40
+nlvr-curve: setup
+	$(CLI) make-data --output data/scenes
+	$(CLI) make-data --task nlvr --output data/nlvr-big --train 16000 --val 500 --test 500
+	$(NLVR_TRAIN) --data data/scenes --output runs/blipdeep/pre --init blip-retrieval-deep --epochs 8 --batch-size 64 \
+	    --lr 3e-4 --warmup 200
+	$(NLVR_TRAIN) --data data/nlvr-big --output runs/blipdeep/dense --init blip-nlvr-deep \
+	    --pretrained runs/blipdeep/pre/madtp.pt --epochs 10 --batch-size 32 --lr 5e-5 --warmup 100
+	for p in 0 0.5 0.7 0.8; do $(NLVR_TRAIN) --output runs/blipdeep/p$$p --reduce $$p $(NLVR_COMPRESS) || exit 1; done
+	$(PY) scripts/study.py --task nlvr --data data/nlvr-big --ablate none --ref-batch 32 --tag nlvr-deep --runs \
+	    dense=runs/blipdeep/dense/madtp.pt,0=runs/blipdeep/p0/madtp.pt,0.5=runs/blipdeep/p0.5/madtp.pt,0.7=runs/blipdeep/p0.7/madtp.pt,0.8=runs/blipdeep/p0.8/madtp.pt
 
 # NVIDIA ModelOpt's ONNX quantizer (FP8, ModelOpt INT8) in its OWN venv: it pulls onnxruntime-gpu,
 # which overwrites the CPU onnxruntime of .venv. The CPU torch goes in first (else a CUDA build).

@@ -269,7 +269,11 @@ def train(data: Path = typer.Option(..., "--data", help="dataset folder (*_train
           epochs: int = typer.Option(5, "--epochs"), batch_size: int = typer.Option(64, "--batch-size"),
           lr: float = typer.Option(5e-4, "--lr"), weight_decay: float = typer.Option(0.2, "--wd"),
           mode: Mode = typer.Option(SERVING_DEFAULT, "--mode"), control_every: int = typer.Option(0, "--control-every"),
-          max_steps: int = typer.Option(0, "--max-steps"), seed: int = typer.Option(0, "--seed"),
+          max_steps: int = typer.Option(0, "--max-steps"),
+          warmup: int = typer.Option(0, "--warmup", help="steps of linear learning-rate warm-up before the cosine"),
+          pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="BLIP NLVR2: a pre-trained BLIP "
+                                                     "(retrieval) checkpoint to fine-tune from, as BLIP does"),
+          seed: int = typer.Option(0, "--seed"),
           resume: bool = typer.Option(False, "--resume"),
           device: str = typer.Option("cpu", "--device", help="cpu (gloo under torchrun) or cuda (cuda:LOCAL_RANK, "
                                      "NCCL under torchrun)"),
@@ -283,8 +287,8 @@ def train(data: Path = typer.Option(..., "--data", help="dataset folder (*_train
 
     common: dict[str, Any] = dict(
         data=str(data), output=str(output), reduce=reduce, epochs=epochs, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, mode=mode.value, control_every=control_every, max_steps=max_steps, seed=seed,
-        resume=resume, tokenizer=str(tokenizer) if tokenizer else None, device=device)
+        weight_decay=weight_decay, mode=mode.value, control_every=control_every, max_steps=max_steps, warmup=warmup,
+        pretrained=str(pretrained) if pretrained else None, seed=seed, resume=resume, tokenizer=str(tokenizer) if tokenizer else None, device=device)
     # the family: an NLVR2 folder trains BLIP NLVR2, a BLIP --init BLIP retrieval, anything else CLIP
     family = "blip-nlvr" if is_nlvr_dir(data) else "blip-retrieval" if is_blip(init) else "clip"
     if family == "blip-nlvr" and init == "madtp-clip-deep":  # --init left at its default
@@ -374,7 +378,8 @@ def bench(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
           json_out: Optional[Path] = typer.Option(None, "--json"),
           markdown_out: Optional[Path] = typer.Option(None, "--markdown"),
           plot_out: Optional[Path] = typer.Option(None, "--plot")) -> None:
-    """Latency, throughput, per-instance GFLOPs and memory: dense vs pruned, backend vs backend."""
+    """Latency, throughput, per-instance GFLOPs and memory: dense vs pruned, backend vs backend. A graph
+    `madtp-deploy export` wrote to export/ for the same weights, temperature and mode is timed as it is."""
     import json
 
     from rich.progress import BarColumn, Progress, TextColumn
@@ -408,7 +413,7 @@ def bench(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
     cfg = BenchConfig(model=model, onnx=str(onnx) if onnx else None, batch_sizes=sizes,
                       backends=parse_backends(backend), variants=parse_variants(variants), temperature=temperature,
                       capacity_quantile=capacity_quantile, data=str(data) if data else None, warmup_s=warmup_s,
-                      min_runs=min_runs, pool=pool)
+                      min_runs=min_runs, pool=pool, reuse=("export",))
     with Progress(TextColumn("{task.description}"), BarColumn(), console=console, transient=True) as progress:
         r = run_bench(cfg, log=console.print, progress=progress)
     rep.validate_report(r)

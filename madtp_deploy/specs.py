@@ -179,10 +179,13 @@ register(BlipSpec("blip-retrieval", "retrieval", 384, 16, 768, 12, 12, 3072, 305
 # Tiny geometries for tests and the generated NLVR task: width 128 (2 heads of 64), 2 layers, 32 px.
 register(BlipSpec("blip-nlvr-tiny", "nlvr", 32, 8, 128, 2, 2, 256, 64, 128, 2, 2, 256, max_positions=32,
                   merge_from=1, sd_num=16, sd_dim=128))
-# Issue 21 (item 3, not trained yet): deep enough for the reductions to compound (6 + 6 layers, fusion from
-# text layer 3, as BLIP's 6 of 12).
+# Issue 21 (item 3): deep enough for the reductions to compound (6 + 6 layers, fusion from text layer 3, as
+# BLIP's 6 of 12), and its pre-training geometry: as BLIP, NLVR2 fine-tunes a model pre-trained with ITC + ITM
+# (`train --pretrained`, models/blip_checkpoint.nlvr_from_pretrained).
 register(BlipSpec("blip-nlvr-deep", "nlvr", 32, 8, 128, 6, 2, 256, 64, 128, 6, 2, 256, max_positions=32,
                   merge_from=3, sd_num=16, sd_dim=128))
+register(BlipSpec("blip-retrieval-deep", "retrieval", 32, 8, 128, 6, 2, 256, 64, 128, 6, 2, 256, max_positions=32,
+                  embed_dim=64, sd_num=16, sd_dim=128))
 register(BlipSpec("blip-retrieval-tiny", "retrieval", 32, 8, 128, 2, 2, 256, 64, 128, 2, 2, 256,
                   max_positions=32, embed_dim=64, sd_num=16, sd_dim=128))
 

@@ -10,6 +10,8 @@
    bisected until its mean GFLOPs/pair is within 1% of MADTP's.
 
 --tag T writes docs/results-T.json / .png and the table between `<!-- study-T:begin/end -->` in RESULTS.md.
+--task nlvr: the same for BLIP NLVR2 checkpoints on an NLVR2 folder (accuracy instead of recall, GFLOPs per
+instance: an image pair and its statement; no ablations).
 """
 
 from __future__ import annotations
@@ -24,9 +26,33 @@ from madtp_deploy import ablations
 from madtp_deploy.data import dataset
 from madtp_deploy.evaluate import evaluate
 
+# per task: (result key, column header) of the headline metrics, the GFLOPs key, what one instance is
+TASKS = {"clip": ([("txt_r1", "txt R@1"), ("img_r1", "img R@1")], "gflops_per_pair", "image-caption pair"),
+         "nlvr": ([("accuracy", "accuracy")], "gflops", "image pair and statement")}
+
 
 def _eval(model, split, tok, pixels, batch_size=64):
     return evaluate(model, split, tok, batch_size=batch_size, pixels=pixels)
+
+
+def _loader(task: str, data: Path):
+    """(split, eval(model, batch_size) -> result) for the task's test split, pixels read once."""
+    if task == "nlvr":
+        from madtp_deploy.data import nlvr
+        from madtp_deploy.train import blip_nlvr
+
+        split, tok, cache = nlvr.load(data, "test"), blip_nlvr.tokenizer_for(data), {}
+
+        def run(model, batch_size):
+            px = cache.setdefault("px", split.pixels(model.spec.image_size))
+            return blip_nlvr.evaluate(model, split, tok, batch_size, pixels=px)
+        return split, run
+    split, cache = dataset.load(data, "test"), {}
+
+    def run(model, batch_size):
+        px = cache.setdefault("px", split.pixels(model.spec.image_size))
+        return _eval(model, split, dataset.tokenizer_for(data, model.spec), px, batch_size)
+    return split, run
 
 
 def _match(model, split, tok, pixels, make, lo, hi, target, more_is_fewer, log_space=False, iters=14):
@@ -59,28 +85,27 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="results-TAG.json/.png and the study-TAG markers")
     ap.add_argument("--compare", help="another study's record (docs/results.json): a table of the reduce levels both "
                                       "ran, each against its own --reduce 0 control (what depth buys)")
+    ap.add_argument("--task", choices=sorted(TASKS), default="clip", help="clip retrieval or BLIP NLVR2")
     ap.add_argument("--out", default="docs")
     args = ap.parse_args()
     stem, marker = (f"results-{args.tag}", f"study-{args.tag}") if args.tag else ("results", "study")
     runs = dict(kv.split("=", 1) for kv in args.runs.split(","))
-    split = dataset.load(Path(args.data), "test")
+    split, run = _loader(args.task, Path(args.data))
+    metrics, gkey, _ = TASKS[args.task]
     out = Path(args.out)
-    rows, pixels = [], None
+    rows = []
     for label, ckpt in runs.items():
-        m = madtp_deploy.load(ckpt, mode="invariant")
-        tok = dataset.tokenizer_for(Path(args.data), m.spec)
-        pixels = split.pixels(m.spec.image_size) if pixels is None else pixels
-        r = _eval(m, split, tok, pixels)
-        ref = (_eval(madtp_deploy.load(ckpt, mode="reference"), split, tok, pixels, args.ref_batch)
-               if m.temperature > 0 else r)
-        rows.append({"run": label, "checkpoint": ckpt, "temperature": m.temperature, "invariant": r,
+        r = run(madtp_deploy.load(ckpt, mode="invariant"), 64)
+        ref = run(madtp_deploy.load(ckpt, mode="reference"), args.ref_batch) if r["temperature"] > 0 else r
+        rows.append({"run": label, "checkpoint": ckpt, "temperature": r["temperature"], "invariant": r,
                      "reference": ref, "reference_batch": args.ref_batch})
-        print(f"{label}: txt_r1 {r['txt_r1']:.1f} img_r1 {r['img_r1']:.1f} GFLOPs/pair {r['gflops_per_pair']:.4f} "
-              f"({100 * r['gflops_reduction']:.1f}% removed); reference mode b{args.ref_batch} "
-              f"{ref['gflops_per_pair']:.4f}")
-    record = {"data": args.data, "runs": rows, "ablations": [], "ablation_weights": None}
+        print(f"{label}: " + " ".join(f"{k} {r[k]:.1f}" for k, _ in metrics) + f" GFLOPs {r[gkey]:.4f} "
+              f"({100 * r['gflops_reduction']:.1f}% removed); reference mode b{args.ref_batch} {ref[gkey]:.4f}")
+    record = {"data": args.data, "task": args.task, "runs": rows, "ablations": [], "ablation_weights": None}
     if args.ablate != "none":
-        record.update(ablations=_ablations(runs[args.ablate], split, pixels, args.data),
+        if args.task != "clip":
+            raise SystemExit("study.py: --ablate runs on CLIP only; fix: --ablate none")
+        record.update(ablations=_ablations(runs[args.ablate], split, None, args.data),
                       ablation_weights=runs[args.ablate])
     (out / f"{stem}.json").write_text(json.dumps(record, indent=2))
     _plot(record, out / f"{stem}.png")
@@ -92,6 +117,7 @@ def _ablations(ckpt, split, pixels, data):
     abl = []
     m = madtp_deploy.load(ckpt, mode="invariant")
     tok = dataset.tokenizer_for(Path(data), m.spec)
+    pixels = split.pixels(m.spec.image_size)
     madtp = _eval(m, split, tok, pixels)
     target = madtp["gflops_per_pair"]
     abl.append({"policy": "MADTP (TIS = SA+TA+CA, alignment threshold)", "knob": m.temperature, "result": madtp})
@@ -120,18 +146,20 @@ def _by_reduce(record) -> dict[float, dict]:
 
 
 def _depth_table(record, other) -> list[str]:
-    """The reduce levels both studies ran: GFLOPs removed and recall@1 against each one's own control."""
+    """The reduce levels both studies ran: GFLOPs removed and the headline metrics against each one's own control."""
     name, rec = other
+    metrics = TASKS[record.get("task", "clip")][0]
     a, b = _by_reduce(rec), _by_reduce(record)
     layers = [rec["runs"][0]["invariant"]["kept_image_per_layer"], record["runs"][0]["invariant"]["kept_image_per_layer"]]
     head = [f"{len(layers[0])} + {len(layers[0])} layers", f"{len(layers[1])} + {len(layers[1])} layers"]
+    what = " / ".join(h.split(" ")[0] for _, h in metrics) + (" R@1" if "R@1" in metrics[0][1] else "")
     lines = ["", f"What depth buys: the same `--reduce`, each model against its own `--reduce 0` control ({name} "
                  "beside this study):", "",
-             f"| --reduce | removed, {head[0]} | removed, {head[1]} | Δ txt / img R@1, {head[0]} | "
-             f"Δ txt / img R@1, {head[1]} |", "|---|---|---|---|---|"]
+             f"| --reduce | removed, {head[0]} | removed, {head[1]} | Δ {what}, {head[0]} | "
+             f"Δ {what}, {head[1]} |", "|---|---|---|---|---|"]
     for p in sorted(set(a) & set(b) - {0.0}):
         cells = [_pct(x[p]["gflops_reduction"]) for x in (a, b)]
-        cells += [f"{x[p]['txt_r1'] - x[0.0]['txt_r1']:+.1f} / {x[p]['img_r1'] - x[0.0]['img_r1']:+.1f}" for x in (a, b)]
+        cells += [" / ".join(f"{x[p][k] - x[0.0][k]:+.1f}" for k, _ in metrics) for x in (a, b)]
         lines.append(f"| {p:g} | " + " | ".join(cells) + " |")
     return lines
 
@@ -139,16 +167,23 @@ def _depth_table(record, other) -> list[str]:
 def _markdown(record, path, marker, other=None):
     """Regenerate the measured tables between the markers of docs/RESULTS.md."""
     rb = record["runs"][0]["reference_batch"]
-    lines = ["| run | T | txt R@1 | txt R@5 | img R@1 | img R@5 | GFLOPs/pair (per instance) | removed | "
-             f"max-keep, batch {rb}: txt / img R@1, removed | kept image tokens per layer | "
-             "kept text tokens per layer |", "|" + "---|" * 11]
+    task = record.get("task", "clip")
+    metrics, gkey, _ = TASKS[task]
+    if task == "clip":
+        cols = [("txt_r1", "txt R@1"), ("txt_r5", "txt R@5"), ("img_r1", "img R@1"), ("img_r5", "img R@5")]
+        gcol = "GFLOPs/pair (per instance)"
+    else:
+        cols, gcol = metrics, "GFLOPs/instance"
+    ref_head = " / ".join(h.split(" ")[0] for _, h in metrics) + (" R@1" if task == "clip" else "")
+    lines = ["| run | T | " + " | ".join(h for _, h in cols) + f" | {gcol} | removed | "
+             f"max-keep, batch {rb}: {ref_head}, removed | kept image tokens per layer | "
+             "kept text tokens per layer |", "|" + "---|" * (7 + len(cols))]
     for r in record["runs"]:
         i, ref = r["invariant"], r["reference"]
-        lines.append(f"| {r['run']} | {r['temperature']:.2f} | {i['txt_r1']:.1f} | {i['txt_r5']:.1f} | "
-                     f"{i['img_r1']:.1f} | {i['img_r5']:.1f} | {i['gflops_per_pair']:.4f} | "
-                     f"{_pct(i['gflops_reduction'])} | {ref['txt_r1']:.1f} / {ref['img_r1']:.1f}, "
-                     f"{_pct(ref['gflops_reduction'])} | {_kept(i['kept_image_per_layer'])} | "
-                     f"{_kept(i['kept_text_per_layer'])} |")
+        lines.append(f"| {r['run']} | {r['temperature']:.2f} | " + " | ".join(f"{i[k]:.1f}" for k, _ in cols) +
+                     f" | {i[gkey]:.4f} | {_pct(i['gflops_reduction'])} | "
+                     + " / ".join(f"{ref[k]:.1f}" for k, _ in metrics) + f", {_pct(ref['gflops_reduction'])} | "
+                     f"{_kept(i['kept_image_per_layer'])} | {_kept(i['kept_text_per_layer'])} |")
     if other:
         lines += _depth_table(record, other)
     if record["ablations"]:
@@ -171,21 +206,24 @@ def _plot(record, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    metrics, _, instance = TASKS[record.get("task", "clip")]
+    names = {"txt_r1": "image->text R@1", "img_r1": "text->image R@1", "accuracy": "accuracy"}
     fig, ax = plt.subplots(figsize=(6, 4))
     pts = sorted(record["runs"], key=lambda r: r["invariant"]["gflops_reduction"])
     for mode, style in (("invariant", "-o"), ("reference", ":s")):
-        for key, label, colour in (("txt_r1", "image->text R@1", "C0"), ("img_r1", "text->image R@1", "C1")):
+        for (key, _), colour in zip(metrics, ("C0", "C1")):
             name = "per instance" if mode == "invariant" else f"max-keep, batch {pts[0]['reference_batch']}"
             ax.plot([100 * r[mode]["gflops_reduction"] for r in pts], [r[mode][key] for r in pts], style,
-                    color=colour, label=f"MADTP {label} ({name})")
+                    color=colour, label=f"MADTP {names[key]} ({name})")
     for r in pts:
-        ax.annotate(r["run"], (100 * r["invariant"]["gflops_reduction"], r["invariant"]["txt_r1"]), fontsize=7,
+        ax.annotate(r["run"], (100 * r["invariant"]["gflops_reduction"], r["invariant"][metrics[0][0]]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
     for a in record["ablations"][1:]:
         ax.scatter([100 * a["result"]["gflops_reduction"]], [(a["result"]["txt_r1"] + a["result"]["img_r1"]) / 2],
                    marker="x", label=f"{a['policy'][:28]} (mean R@1)")
-    ax.set(xlabel="GFLOPs per image-caption pair removed (%)", ylabel="recall@1 (%)",
-           title="generated scenes test split")
+    ax.set(xlabel=f"GFLOPs per {instance} removed (%)",
+           ylabel="recall@1 (%)" if metrics[0][0] != "accuracy" else "accuracy (%)",
+           title="generated scenes test split" if metrics[0][0] != "accuracy" else "generated NLVR2 test split")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

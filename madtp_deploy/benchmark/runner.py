@@ -43,6 +43,7 @@ class BenchConfig:
     pool: int = 64                          # distinct real images the timed batches rotate through
     profile: bool = True
     cache: str = "export/.bench"
+    reuse: tuple[str, ...] = ()             # folders whose matching graphs (`madtp-deploy export`'s) are timed as they are
 
 
 def parse_batch_sizes(text: str) -> list[int]:
@@ -249,7 +250,7 @@ def run_image_bench(cfg: BenchConfig, models: dict, given: dict, source: str, wa
         cache.mkdir(parents=True, exist_ok=True)
         for v, m in models.items():
             onnx_paths[v] = given.get(v) or cached_export(m, cache, v.removesuffix(INT8), source="bench",
-                                                          weights_hash=weights_hash)["image"]
+                                                          weights_hash=weights_hash, reuse=cfg.reuse)["image"]
             if v.endswith(INT8) and v not in given:
                 onnx_paths[v] = _int8_graph(onnx_paths[v], spec, cfg, cache, log)
             graphs[v] = _graph_nodes(onnx_paths[v])

@@ -107,9 +107,6 @@ def load(data: Path, split: str) -> NlvrSplit:
 
 SIDES = ("left", "right")
 TEMPLATES = ("side", "both", "neither", "more")
-SPECIALS = ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-WORDS = ["the", "image", "images", "has", "have", "a", "both", "neither", "more", "shapes", "than", "other",
-         "left", "right"] + list(scenes.SIZES) + list(scenes.COLOURS) + list(scenes.KINDS)
 
 
 def _has(shapes: list, colour: str, kind: str) -> bool:
@@ -152,8 +149,9 @@ def _placed(rng: random.Random, n: int) -> list:
 def generate(root: Path, n_train: int = 4000, n_val: int = 300, n_test: int = 500, seed: int = 0,
              image_size: int = 32, vocab_size: int = 64) -> Path:
     """Write images/ and nlvr_{train,dev,test}.json (BLIP's NLVR2 format, labels balanced) and a
-    WordPiece vocab.txt for BlipTokenizer under root, padded so that [DEC] and [ENC] become the
-    last two of `vocab_size` ids, as in BLIP. Deterministic for a seed."""
+    WordPiece vocab.txt for BlipTokenizer under root (the one vocabulary of the generated tasks,
+    scenes.BERT_WORDS), padded so that [DEC] and [ENC] become the last two of `vocab_size` ids, as in
+    BLIP. Deterministic for a seed."""
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -175,7 +173,5 @@ def generate(root: Path, n_train: int = 4000, n_val: int = 300, n_test: int = 50
             entries.append({"images": rels, "sentence": sentence, "label": str(truth)})
         rng.shuffle(entries)
         write_text_atomic(root / f"nlvr_{name}.json", json.dumps(entries, indent=1))
-    words = SPECIALS + WORDS
-    words += [f"[unused{i}]" for i in range(1, vocab_size - 2 - len(words) + 1)]
-    write_text_atomic(root / "vocab.txt", "\n".join(words) + "\n")
+    write_text_atomic(root / "vocab.txt", scenes.bert_vocab(scenes.BERT_WORDS, vocab_size))
     return root

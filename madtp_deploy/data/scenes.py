@@ -24,6 +24,11 @@ COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 80, 230), 
 SIZES = {"small": 0.13, "large": 0.24}
 RELATIONS = ("left of", "right of", "above", "below")
 WORDS = ["a", "and"] + list(SIZES) + list(COLOURS) + list(KINDS) + ["left", "right", "of", "above", "below"]
+# One BERT vocabulary for every generated task, as BLIP has one (bert-base-uncased) for pre-training and
+# each fine-tuning: the captions' words, then the words only the NLVR statements use (data/nlvr.py). So
+# a BLIP model pre-trained on scenes reads NLVR statements with the same ids.
+STATEMENT_WORDS = ["the", "image", "images", "has", "have", "both", "neither", "more", "shapes", "than", "other"]
+BERT_WORDS = WORDS + STATEMENT_WORDS
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,7 @@ def generate(root: Path, n_train: int = 4000, n_val: int = 300, n_test: int = 50
                                 "hard_negatives": [hard_negative(c, rng) for c in caps]})
         write_text_atomic(root / f"scenes_{split}.json", json.dumps(entries, indent=1))
     (root / "vocab.json").write_text(json.dumps({"words": WORDS}))  # CLIP's word tokenizer
-    write_text_atomic(root / "vocab.txt", bert_vocab(WORDS))        # BLIP's BlipTokenizer
+    write_text_atomic(root / "vocab.txt", bert_vocab(BERT_WORDS))   # BLIP's BlipTokenizer
     return root
 
 

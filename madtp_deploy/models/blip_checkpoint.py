@@ -19,7 +19,7 @@ import torch
 from ..errors import CheckpointError, SpecError
 from ..specs import BlipSpec
 from .blip import build
-from .state import MAG_SEED, TRAINING_ONLY, load_strict, stored_temperature
+from .state import MAG_SEED, TRAINING_ONLY, check_finite, fmt_keys, load_strict, stored_temperature
 
 SKIPPED = {"text_encoder.embeddings.position_ids"}  # a buffer BLIP's BertEmbeddings saves; we rebuild it
 HEAD_DIM = 64
@@ -123,3 +123,62 @@ def load_object(obj: dict, path: Path, mode, temperature: float | None):
     except SpecError as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
     return build_from_state_dict(sd, path, spec, mode, t)
+
+
+# -- NLVR2 fine-tuning from a pre-trained BLIP ----------------------------------------------------------
+
+# What an NLVR2 model has that a pre-trained (or retrieval) BLIP lacks: BLIP trains these from scratch.
+NLVR_NEW = re.compile(r"cls_head\.|text_encoder\.encoder\.layer\.\d+\.crossattention\.output\.merge_layer\.")
+
+
+def nlvr_from_pretrained(sd: dict) -> dict:
+    """A pre-trained BLIP state dict renamed for NLVR2 as BLIP's NLVR2 fine-tuning loads it (BLIP's
+    blip_nlvr.load_checkpoint): each text layer's one cross-attention (query, key, value and its output
+    dense) is copied into the twin attention of both images (self0 / self1, dense0 / dense1). The rest
+    keeps its name; what NLVR2 does not use (ITC projections, ITM head, decoder) stays for the caller
+    to drop."""
+    out = {}
+    for k, v in sd.items():
+        for old, new in ((".crossattention.self.", ".crossattention.self{}."),
+                         (".crossattention.output.dense.", ".crossattention.output.dense{}.")):
+            if old in k:
+                out.update({k.replace(old, new.format(i)): v.clone() for i in (0, 1)})
+                break
+        else:
+            out[k] = v
+    return out
+
+
+def init_nlvr_from_pretrained(model, path: Path) -> dict:
+    """Load a pre-trained BLIP checkpoint (ours or Salesforce's, retrieval or pre-training) into the NLVR2
+    `model` in place: every tensor the NLVR2 model shares with it, shapes checked; the merge layers and
+    cls_head keep their fresh values, as in BLIP; the MAG alignment tokens are taken when the file has
+    them. Returns {'loaded', 'new', 'ignored'} key counts."""
+    from .checkpoint import read_torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"--pretrained {path}: file not found; fix: pass a BLIP retrieval or pre-training "
+                              f"checkpoint (madtp.pt of `train --init blip-retrieval-*`)")
+    obj = read_torch(path)
+    sd = obj.get("model", obj) if isinstance(obj, dict) else None
+    if not isinstance(sd, dict) or not is_blip(sd):
+        raise CheckpointError(f"--pretrained {path}: not a BLIP checkpoint (no visual_encoder.* and text_encoder.* "
+                              f"keys); fix: pass a BLIP retrieval or pre-training checkpoint")
+    sd = nlvr_from_pretrained({k: v for k, v in sd.items() if k not in SKIPPED and not TRAINING_ONLY.match(k)})
+    expected = model.state_dict()
+    take = {k: v for k, v in sd.items() if k in expected}
+    new = expected.keys() - take.keys()
+    lacking = sorted(k for k in new if not NLVR_NEW.match(k) and k != "space_dict")
+    if lacking:
+        raise CheckpointError(f"--pretrained {path}: does not cover {model.spec.name}: missing key(s) "
+                              f"{fmt_keys(lacking)}; fix: pre-train the same geometry (e.g. blip-retrieval-deep for "
+                              f"blip-nlvr-deep)")
+    bad = [f"{k} {tuple(v.shape)} != {tuple(expected[k].shape)}" for k, v in sorted(take.items())
+           if v.shape != expected[k].shape]
+    if bad:
+        raise CheckpointError(f"--pretrained {path}: mis-shaped key(s) {'; '.join(bad[:4])}; fix: pre-train the "
+                              f"same geometry as --init")
+    check_finite(take, path)
+    model.load_state_dict(take, strict=False)
+    return {"loaded": len(take), "new": len(new), "ignored": len(sd.keys() - expected.keys())}

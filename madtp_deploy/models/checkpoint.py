@@ -114,7 +114,7 @@ def build_from_state_dict(sd: dict, path: Path, spec: ClipSpec, mode: str, tempe
 
 # -- file formats -------------------------------------------------------------------------------
 
-def _read_torch(path: Path):
+def read_torch(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to read is the user's file
@@ -136,7 +136,7 @@ def _read_safetensors(path: Path) -> dict:
 
 
 def load_torch_file(path: Path, mode: str, temperature: float | None) -> MadtpCLIP:
-    obj = _read_torch(path)
+    obj = read_torch(path)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: top level is {type(obj).__name__}, expected a dict; "
                               f"fix: pass a state dict or {{'model': state_dict, 'temperature': T}}")

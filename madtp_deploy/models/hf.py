@@ -9,7 +9,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..files import read_json
-from .checkpoint import _read_safetensors, _read_torch, build_from_state_dict, spec_from_state_dict
+from .checkpoint import _read_safetensors, read_torch, build_from_state_dict, spec_from_state_dict
 
 _BLOCK = {"self_attn.out_proj": "attn.out_proj", "layer_norm1": "ln_1", "layer_norm2": "ln_2",
           "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
@@ -37,7 +37,7 @@ def _read_weights(directory: Path) -> dict:
                               f"fix: save the model with save_pretrained")
     sd: dict[str, torch.Tensor] = {}
     for f in files:
-        sd.update(_read_safetensors(f) if f.suffix == ".safetensors" else _read_torch(f))
+        sd.update(_read_safetensors(f) if f.suffix == ".safetensors" else read_torch(f))
     return sd
 
 

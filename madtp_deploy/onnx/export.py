@@ -146,11 +146,12 @@ def export_model(model: Any, out_dir: Path, name: str, *, source: str, opset: in
 
 
 def cached_export(model, cache: Path, label: str, encoders=("image",), *, source: str = "cache",
-                  weights_hash: str | None = None, log=lambda *_: None) -> dict[str, Path]:
+                  weights_hash: str | None = None, reuse=(), log=lambda *_: None) -> dict[str, Path]:
     """{encoder: ONNX path} for `model` as it is (weights, temperature, mode, capacities), reused
-    from `cache` when an artifact's sidecar there records the same and the same graph code (another
-    label's, or one `madtp-deploy export` wrote into that folder); the others are exported (fp32, not
-    validated) under `<label>-<key>`. The bench and the calibration share it."""
+    from `cache`, then from the folders in `reuse`, when an artifact's sidecar there records the same
+    and the same graph code (another label's, or one `madtp-deploy export` wrote); the others are
+    exported into `cache` (fp32, not validated) under `<label>-<key>`. The bench and the calibration
+    share it."""
     from ..files import read_json
 
     wh = weights_hash or weights_sha256(model)
@@ -162,7 +163,8 @@ def cached_export(model, cache: Path, label: str, encoders=("image",), *, source
     name = f"{label}-{key}"
     found = {}
     for e in encoders:
-        for path in [cache / f"{name}.{e}.onnx"] + sorted(cache.glob(f"*.{e}.onnx")):
+        candidates = [cache / f"{name}.{e}.onnx"] + sorted(cache.glob(f"*.{e}.onnx"))
+        for path in candidates + [p for folder in reuse for p in sorted(Path(folder).glob(f"*.{e}.onnx"))]:
             side = path.with_suffix(".json")
             if path.is_file() and side.is_file():
                 m = read_json(side, ExportError, "sidecar missing", f"delete the cache folder {cache}")["model"]

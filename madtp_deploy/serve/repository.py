@@ -142,9 +142,9 @@ def tokenizer_files(spec, kind: str, tokenizer: Path | None, dest: Path) -> dict
         raise DataError(f"--tokenizer {tokenizer}: not a tokenizer folder or BPE .txt.gz file; fix: pass a Hugging "
                         f"Face tokenizer folder or OpenAI's bpe_simple_vocab_16e6.txt.gz")
     if tokenizer is None:  # WordPiece of the generated task (the blip-*-tiny specs)
-        from ..data.scenes import WORDS, bert_vocab
+        from ..data.scenes import BERT_WORDS, bert_vocab
 
-        (dest / "vocab.txt").write_text(bert_vocab(WORDS, spec.vocab_size))
+        (dest / "vocab.txt").write_text(bert_vocab(BERT_WORDS, spec.vocab_size))
     elif (tokenizer / "vocab.txt").is_file():
         shutil.copy2(tokenizer / "vocab.txt", dest / "vocab.txt")
     else:

@@ -18,6 +18,7 @@ from ..data import nlvr
 from ..data.bert_tokenizer import BlipTokenizer
 from ..errors import UsageError
 from ..files import write_text_atomic
+from ..models.blip_checkpoint import init_nlvr_from_pretrained
 from .loop import Step, TrainConfig, TrainHooks, save_atomic
 
 
@@ -110,4 +111,4 @@ def summary(m: dict) -> str:
 
 
 HOOKS = TrainHooks(title="BLIP NLVR2", prepare=prepare, loss=loss, gflops=gflops, write_model=write_checkpoint,
-                   metrics=metrics, summary=summary, unit="GFLOPs/instance")
+                   metrics=metrics, summary=summary, pretrained=init_nlvr_from_pretrained, unit="GFLOPs/instance")

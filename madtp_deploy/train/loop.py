@@ -47,11 +47,13 @@ class TrainConfig:
     batch_size: int = 64           # the global batch (all processes together under torchrun)
     lr: float = 5e-4
     min_lr: float = 0.0
+    warmup: int = 0                # steps of linear learning-rate warm-up before the cosine
     weight_decay: float = 0.2
     align_weight: float = 0.1
     mode: str = SERVING_DEFAULT.value  # batch semantics during training and GFLOPs control
     control_every: int = 0         # steps between temperature updates; 0 = once per epoch (reference)
     max_steps: int = 0             # stop early (tests); 0 = no limit
+    pretrained: str | None = None  # BLIP NLVR2: a pre-trained BLIP checkpoint that initialises --init (hooks.pretrained)
     seed: int = 0
     resume: bool = False
     tokenizer: str | None = None   # the family's tokenizer (file or folder); default: the dataset's
@@ -66,6 +68,8 @@ class TrainConfig:
             fix="at least one epoch, e.g. --epochs 5")
         check_batch_size(self.batch_size, "--batch-size", error=UsageError)
         num(self.lr, "--lr", lo=0.0, hi=1.0, lo_open=True, error=UsageError, fix="a learning rate in (0, 1], e.g. --lr 5e-4")
+        num(self.warmup, "--warmup", lo=0, integer=True, error=UsageError,
+            fix="warm-up steps >= 0, e.g. --warmup 500 (0 = none)")
         num(self.min_lr, "min_lr", lo=0.0, hi=self.lr, error=UsageError, fix="0 <= min_lr <= lr")
         num(self.weight_decay, "--wd", lo=0.0, hi=10.0, error=UsageError, fix="a weight decay in [0, 10], e.g. --wd 0.2")
         num(self.align_weight, "align_weight", lo=0.0, error=UsageError, fix="a weight >= 0, e.g. 0.1")
@@ -94,6 +98,7 @@ class TrainHooks:
     metrics: Callable[[Any, Any], dict] | None = None      # (model, data) -> epoch-end metrics (result, model.json)
     summary: Callable[[dict], str] | None = None           # metrics -> a piece of the epoch's log line
     after_step: Callable[[Any], None] | None = None        # (model) after each optimizer step (clamps)
+    pretrained: Callable[[Any, Path], dict] | None = None  # (model, checkpoint) -> counts: init from a pre-trained model
     unit: str = "GFLOPs/pair"
     outputs: tuple[str, ...] = ("madtp.pt", "model.json")  # the model files (their stale temporaries are removed)
 
@@ -284,8 +289,11 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1000003 + step) % 2**63)
 
 
-def cosine_lr(lr: float, min_lr: float, step: int, total: int) -> float:
-    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * step / max(total, 1)))
+def cosine_lr(lr: float, min_lr: float, step: int, total: int, warmup: int = 0) -> float:
+    """Linear warm-up from 0 over the first `warmup` steps, then cosine from lr to min_lr over the rest."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
 
 
 def rng_states() -> dict:
@@ -356,7 +364,15 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, dist: Dist, log, progress, load)
     if dist.main:
         remove_stale_temps(out, (*hooks.outputs, LAST))  # a killed run's half-written temporaries, never a final file
     state = read_last(out / LAST) if cfg.resume and (out / LAST).exists() else None
-    model = load(cfg.init, mode=cfg.mode).to(dist.device)
+    model = load(cfg.init, mode=cfg.mode)
+    if cfg.pretrained and state is None:
+        if hooks.pretrained is None:
+            raise UsageError(f"--pretrained: {hooks.title} trains from --init alone; fix: drop --pretrained (it "
+                             f"initialises BLIP NLVR2 from a pre-trained BLIP)")
+        n = hooks.pretrained(model, Path(cfg.pretrained))
+        log(f"initialised {n['loaded']} tensors from {cfg.pretrained}; {n['new']} new (merge layers, head), "
+            f"{n['ignored']} not used")
+    model = model.to(dist.device)
     data = to_device(hooks.prepare(cfg, model, log), dist.device)
     _fits_batches(data.n, cfg.batch_size, dist.world)
     ctrl = list(range(dist.rank, data.n_ctrl, dist.world))
@@ -427,7 +443,7 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, dist: Dist, log, progress, load)
         stopped = False
         for b in range(first, steps_per_epoch):
             for g in opt.param_groups:
-                g["lr"] = cosine_lr(cfg.lr, cfg.min_lr, step, total)
+                g["lr"] = cosine_lr(cfg.lr, cfg.min_lr, step, total, cfg.warmup)
             rows = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             ctx = Step(step, step_generator(cfg.seed, step), dist, len(rows))
             terms = forward(data, dist.shard(rows), cfg, ctx)

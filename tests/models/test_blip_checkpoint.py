@@ -119,3 +119,29 @@ def test_tokenizer_errors_name_the_file(tmp_path, vocab_dir):
         BlipTokenizer(tmp_path / "nothing")
     with pytest.raises(DataError, match=r"texts\[1\]: empty"):
         BlipTokenizer(vocab_dir[0])(["two dogs", "  "])
+
+
+def test_nlvr_fine_tuning_starts_from_a_pretrained_blip_as_blip_does(tmp_path):
+    """`train --pretrained`: every shared tensor comes from the pre-trained file, each cross-attention into
+    both images' twin attention; merge layers and cls_head stay fresh. Bugs caught: the twin attention of
+    image 1 left random (only self0 copied), the MAG tokens dropped, a different geometry loaded silently."""
+    from madtp_deploy.models.blip_checkpoint import init_nlvr_from_pretrained
+
+    pre = madtp_deploy.load("blip-retrieval-tiny")
+    with torch.no_grad():
+        pre.space_dict.add_(1.0)  # the MAG tokens a pre-trained MADTP file carries
+    torch.save({"model": pre.state_dict()}, tmp_path / "pre.pt")
+    nlvr = madtp_deploy.load("blip-nlvr-tiny")
+    fresh_head = nlvr.cls_head[0].weight.clone()
+    n = init_nlvr_from_pretrained(nlvr, tmp_path / "pre.pt")
+    got, want = nlvr.state_dict(), pre.state_dict()
+    layer = "text_encoder.encoder.layer.0.crossattention"
+    for i in (0, 1):
+        assert torch.equal(got[f"{layer}.self{i}.query.weight"], want[f"{layer}.self.query.weight"])
+        assert torch.equal(got[f"{layer}.output.dense{i}.weight"], want[f"{layer}.output.dense.weight"])
+    assert torch.equal(got["visual_encoder.blocks.1.attn.qkv.weight"], want["visual_encoder.blocks.1.attn.qkv.weight"])
+    assert torch.equal(got["space_dict"], want["space_dict"])
+    assert torch.equal(nlvr.cls_head[0].weight, fresh_head)
+    assert n["new"] == 4 + 2 * (nlvr.spec.text_layers - nlvr.spec.merge_from) and n["ignored"] == 7
+    with pytest.raises(CheckpointError, match="does not cover blip-nlvr-deep"):
+        init_nlvr_from_pretrained(madtp_deploy.load("blip-nlvr-deep"), tmp_path / "pre.pt")

@@ -116,3 +116,17 @@ def test_cached_export_reuses_only_the_same_graph(tmp_path):
     padded = cached_export(m, tmp_path, "a", ("image",))["image"]
     assert len({first, hotter, padded}) == 3 and all(p.is_file() for p in (hotter, padded))
     assert json.loads(hotter.with_suffix(".json").read_text())["model"]["temperature"] == 4.0
+
+
+def test_cached_export_reuses_a_matching_graph_from_another_folder(tmp_path):
+    """The bench times the graph `madtp-deploy export` wrote (export/) instead of exporting it again into
+    its cache (bug caught: `reuse` ignored, so `make demo` exports the packed image encoder twice); a
+    graph there for another temperature is not taken."""
+    m = madtp_deploy.load(TINY, mode="packed", temperature=3.0)
+    written = cached_export(m, tmp_path / "export", "x", ("image",))["image"]
+    cache = tmp_path / "export" / ".bench"
+    assert cached_export(m, cache, "packed", ("image",), reuse=(tmp_path / "export",))["image"] == written
+    assert not list(cache.glob("*.onnx"))
+    m.temperature = 4.0
+    other = cached_export(m, cache, "packed", ("image",), reuse=(tmp_path / "export",))["image"]
+    assert other.parent == cache and other != written

@@ -108,3 +108,34 @@ def test_resume_of_another_family_s_checkpoint_is_one_clear_error(tiny_scenes, t
     with pytest.raises(CheckpointError, match=r"last.pt: does not fit this run .*fix: resume with the same --init"):
         loop.train(_cfg(tiny_scenes, tmp_path, "blip-retrieval-tiny", resume=True), blip_retrieval.HOOKS,
                    log=lambda *_: None)
+
+
+def test_warmup_rises_linearly_then_the_cosine_runs_over_the_remaining_steps():
+    """Bug caught: the cosine counted from step 0 under a warm-up (it would start below lr and never reach
+    min_lr at the last step), or the warm-up starting at lr (no warm-up at all)."""
+    lr, total, warm = 1e-3, 100, 10
+    ramp = [loop.cosine_lr(lr, 0.0, s, total, warm) for s in range(warm)]
+    assert ramp[0] == pytest.approx(lr / warm) and all(b > a for a, b in zip(ramp, ramp[1:]))
+    assert loop.cosine_lr(lr, 0.0, warm, total, warm) == pytest.approx(lr)
+    assert loop.cosine_lr(lr, 1e-5, total, total, warm) == pytest.approx(1e-5)
+    assert loop.cosine_lr(lr, 0.0, 55, total, warm) == pytest.approx(lr / 2)
+    assert loop.cosine_lr(lr, 0.0, 50, total) == pytest.approx(lr / 2)  # no warm-up: the plain cosine
+
+
+def test_pretrained_initialises_nlvr_and_is_refused_elsewhere(tiny_scenes, tiny_nlvr, tmp_path):
+    """`--pretrained`: BLIP NLVR2 fine-tunes from a BLIP retrieval run on scenes (the two generated tasks share
+    one vocabulary, so the statements' words keep their pre-trained ids); a CLIP run refuses it in one line.
+    Bugs caught: the option ignored (NLVR2 starts from random weights), the vocabularies diverging."""
+    from madtp_deploy.errors import UsageError
+
+    assert (tiny_scenes / "vocab.txt").read_text() == (tiny_nlvr / "vocab.txt").read_text()
+    pre = tmp_path / "pre"
+    loop.train(_cfg(tiny_scenes, pre, "blip-retrieval-tiny", max_steps=1, reduce=0.0), blip_retrieval.HOOKS,
+               log=lambda *_: None)
+    lines: list[str] = []
+    loop.train(_cfg(tiny_nlvr, tmp_path / "nlvr", "blip-nlvr-tiny", max_steps=1, reduce=0.0,
+                    pretrained=str(pre / "madtp.pt")), blip_nlvr.HOOKS, log=lines.append)
+    assert any(s.startswith("initialised ") and "; 6 new (merge layers, head)" in s for s in lines), lines
+    with pytest.raises(UsageError, match="--pretrained: CLIP trains from --init alone"):
+        loop.train(_cfg(tiny_scenes, tmp_path / "clip", "clip-tiny-test", max_steps=1, reduce=0.0,
+                        pretrained=str(pre / "madtp.pt")), clip.HOOKS, log=lambda *_: None)
