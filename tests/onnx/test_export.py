@@ -104,29 +104,20 @@ def test_tolerance_miss_is_a_loud_warning_that_keeps_the_artifact(exported):
 
 def test_cached_export_reuses_only_the_same_graph(tmp_path):
     """The bench's and the calibration's export cache: a graph whose sidecar records the same
-    weights, temperature and mode is reused under any label; a changed temperature (or mode) is a
-    new export (bug caught: a cache keyed on the label alone serves a stale graph)."""
+    weights, temperature and mode is reused under any label, and from a `reuse` folder (the bench
+    times what `madtp-deploy export` wrote to export/); a changed temperature (or mode) is a new export
+    into the cache. Bugs caught: a cache keyed on the label alone serves a stale graph; `reuse`
+    ignored, so `make demo` exports the packed image encoder twice."""
     m = madtp_deploy.load(TINY, mode="packed", temperature=3.0)
     first = cached_export(m, tmp_path, "a", ("image",))["image"]
     stamp = first.stat().st_mtime_ns
     assert cached_export(m, tmp_path, "b", ("image",))["image"] == first and first.stat().st_mtime_ns == stamp
+    bench = tmp_path / ".bench"
+    assert cached_export(m, bench, "packed", ("image",), reuse=(tmp_path,))["image"] == first
+    assert not list(bench.glob("*.onnx"))
     m.temperature = 4.0
-    hotter = cached_export(m, tmp_path, "a", ("image",))["image"]
+    hotter = cached_export(m, bench, "a", ("image",), reuse=(tmp_path,))["image"]
     m.mode = "invariant"
-    padded = cached_export(m, tmp_path, "a", ("image",))["image"]
-    assert len({first, hotter, padded}) == 3 and all(p.is_file() for p in (hotter, padded))
+    padded = cached_export(m, bench, "a", ("image",), reuse=(tmp_path,))["image"]
+    assert len({first, hotter, padded}) == 3 and all(p.is_file() and p.parent == bench for p in (hotter, padded))
     assert json.loads(hotter.with_suffix(".json").read_text())["model"]["temperature"] == 4.0
-
-
-def test_cached_export_reuses_a_matching_graph_from_another_folder(tmp_path):
-    """The bench times the graph `madtp-deploy export` wrote (export/) instead of exporting it again into
-    its cache (bug caught: `reuse` ignored, so `make demo` exports the packed image encoder twice); a
-    graph there for another temperature is not taken."""
-    m = madtp_deploy.load(TINY, mode="packed", temperature=3.0)
-    written = cached_export(m, tmp_path / "export", "x", ("image",))["image"]
-    cache = tmp_path / "export" / ".bench"
-    assert cached_export(m, cache, "packed", ("image",), reuse=(tmp_path / "export",))["image"] == written
-    assert not list(cache.glob("*.onnx"))
-    m.temperature = 4.0
-    other = cached_export(m, cache, "packed", ("image",), reuse=(tmp_path / "export",))["image"]
-    assert other.parent == cache and other != written
