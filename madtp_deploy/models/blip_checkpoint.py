@@ -19,7 +19,7 @@ import torch
 from ..errors import CheckpointError, SpecError
 from ..specs import BlipSpec
 from .blip import build
-from .state import MAG_SEED, TRAINING_ONLY, check_finite, fmt_keys, load_strict, stored_temperature
+from .state import MAG_SEED, TRAINING_ONLY, check_finite, fmt_keys, load_strict, read_torch, stored_temperature
 
 SKIPPED = {"text_encoder.embeddings.position_ids"}  # a buffer BLIP's BertEmbeddings saves; we rebuild it
 HEAD_DIM = 64
@@ -154,8 +154,6 @@ def init_nlvr_from_pretrained(model, path: Path) -> dict:
     `model` in place: every tensor the NLVR2 model shares with it, shapes checked; the merge layers and
     cls_head keep their fresh values, as in BLIP; the MAG alignment tokens are taken when the file has
     them. Returns {'loaded', 'new', 'ignored'} key counts."""
-    from .checkpoint import read_torch
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"--pretrained {path}: file not found; fix: pass a BLIP retrieval or pre-training "

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import math
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from ..errors import CheckpointError
 from ..specs import ClipSpec
 from . import blip_checkpoint  # BLIP NLVR2 / retrieval files, detected from their keys
 from .clip import MadtpCLIP
-from .state import MAG_SEED, TRAINING_ONLY, fmt_keys, load_strict, stored_temperature
+from .state import MAG_SEED, TRAINING_ONLY, fmt_keys, load_strict, read_torch, stored_temperature
 
 OPENAI_META = {"input_resolution", "context_length", "vocab_size"}  # ints in OpenAI's state dicts
 
@@ -113,19 +112,6 @@ def build_from_state_dict(sd: dict, path: Path, spec: ClipSpec, mode: str, tempe
 
 
 # -- file formats -------------------------------------------------------------------------------
-
-def read_torch(path: Path):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to read is the user's file
-        if zipfile.is_zipfile(path):
-            try:  # OpenAI's released files are TorchScript archives
-                return torch.jit.load(str(path), map_location="cpu").state_dict()
-            except Exception:  # noqa: BLE001
-                pass
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}); "
-                              f"fix: pass a file written by torch.save or a .safetensors file") from exc
-
 
 def _read_safetensors(path: Path) -> dict:
     from safetensors.torch import load_file

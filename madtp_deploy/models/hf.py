@@ -9,7 +9,8 @@ import torch
 
 from ..errors import CheckpointError
 from ..files import read_json
-from .checkpoint import _read_safetensors, read_torch, build_from_state_dict, spec_from_state_dict
+from .checkpoint import _read_safetensors, build_from_state_dict, spec_from_state_dict
+from .state import read_torch
 
 _BLOCK = {"self_attn.out_proj": "attn.out_proj", "layer_norm1": "ln_1", "layer_norm2": "ln_2",
           "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}

@@ -7,6 +7,7 @@ CLIP, the dispatch to BLIP) -> blip_checkpoint.py -> state.py.
 from __future__ import annotations
 
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -60,3 +61,17 @@ def load_strict(model, sd: dict, path: Path, fresh: set[str], what: str):
     check_finite(sd, path)
     model.load_state_dict(sd, strict=False)  # strictness checked above; `fresh` keys may be absent
     return model.eval()
+
+
+def read_torch(path: Path):
+    """A torch.save file (weights only), or the TorchScript archive OpenAI released; else one CheckpointError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to read is the user's file
+        if zipfile.is_zipfile(path):
+            try:  # OpenAI's released files are TorchScript archives
+                return torch.jit.load(str(path), map_location="cpu").state_dict()
+            except Exception:  # noqa: BLE001
+                pass
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}); "
+                              f"fix: pass a file written by torch.save or a .safetensors file") from exc
