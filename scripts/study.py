@@ -36,23 +36,27 @@ def _eval(model, split, tok, pixels, batch_size=64):
 
 
 def _loader(task: str, data: Path):
-    """(split, eval(model, batch_size) -> result) for the task's test split, pixels read once."""
+    """(split, pixels(size), run(model, batch_size) -> result) for the task's test split: the images are
+    read once per size, whatever the number of checkpoints and modes evaluated."""
     if task == "nlvr":
         from madtp_deploy.data import nlvr
         from madtp_deploy.train import blip_nlvr
 
-        split, tok, cache = nlvr.load(data, "test"), blip_nlvr.tokenizer_for(data), {}
+        split, evaluate_fn, tokenizer = nlvr.load(data, "test"), blip_nlvr.evaluate, blip_nlvr.tokenizer_for
+    else:
+        split, evaluate_fn, tokenizer = dataset.load(data, "test"), evaluate, dataset.tokenizer_for
+    cache: dict = {}
 
-        def run(model, batch_size):
-            px = cache.setdefault("px", split.pixels(model.spec.image_size))
-            return blip_nlvr.evaluate(model, split, tok, batch_size, pixels=px)
-        return split, run
-    split, cache = dataset.load(data, "test"), {}
+    def pixels(size: int):
+        if size not in cache:
+            cache[size] = split.pixels(size)
+        return cache[size]
 
-    def run(model, batch_size):
-        px = cache.setdefault("px", split.pixels(model.spec.image_size))
-        return _eval(model, split, dataset.tokenizer_for(data, model.spec), px, batch_size)
-    return split, run
+    def run(model, batch_size: int) -> dict:
+        px = pixels(model.spec.image_size)
+        tok = tokenizer(data) if task == "nlvr" else tokenizer(data, model.spec)
+        return evaluate_fn(model, split, tok, batch_size=batch_size, pixels=px)
+    return split, pixels, run
 
 
 def _match(model, split, tok, pixels, make, lo, hi, target, more_is_fewer, log_space=False, iters=14):
@@ -90,7 +94,7 @@ def main() -> None:
     args = ap.parse_args()
     stem, marker = (f"results-{args.tag}", f"study-{args.tag}") if args.tag else ("results", "study")
     runs = dict(kv.split("=", 1) for kv in args.runs.split(","))
-    split, run = _loader(args.task, Path(args.data))
+    split, pixels, run = _loader(args.task, Path(args.data))
     metrics, gkey, _ = TASKS[args.task]
     out = Path(args.out)
     rows = []
@@ -105,7 +109,7 @@ def main() -> None:
     if args.ablate != "none":
         if args.task != "clip":
             raise SystemExit("study.py: --ablate runs on CLIP only; fix: --ablate none")
-        record.update(ablations=_ablations(runs[args.ablate], split, None, args.data),
+        record.update(ablations=_ablations(runs[args.ablate], split, pixels, args.data),
                       ablation_weights=runs[args.ablate])
     (out / f"{stem}.json").write_text(json.dumps(record, indent=2))
     _plot(record, out / f"{stem}.png")
@@ -113,11 +117,11 @@ def main() -> None:
     _markdown(record, out / "RESULTS.md", marker, other)
 
 
-def _ablations(ckpt, split, pixels, data):
+def _ablations(ckpt, split, pixels_of, data):
     abl = []
     m = madtp_deploy.load(ckpt, mode="invariant")
     tok = dataset.tokenizer_for(Path(data), m.spec)
-    pixels = split.pixels(m.spec.image_size)
+    pixels = pixels_of(m.spec.image_size)
     madtp = _eval(m, split, tok, pixels)
     target = madtp["gflops_per_pair"]
     abl.append({"policy": "MADTP (TIS = SA+TA+CA, alignment threshold)", "knob": m.temperature, "result": madtp})

@@ -19,7 +19,7 @@ import torch
 from ..errors import CheckpointError, SpecError
 from ..specs import BlipSpec
 from .blip import build
-from .state import MAG_SEED, TRAINING_ONLY, check_finite, fmt_keys, load_strict, read_torch, stored_temperature
+from .state import MAG_SEED, TRAINING_ONLY, fmt_keys, load_strict, read_torch, stored_temperature
 
 SKIPPED = {"text_encoder.embeddings.position_ids"}  # a buffer BLIP's BertEmbeddings saves; we rebuild it
 HEAD_DIM = 64
@@ -172,11 +172,5 @@ def init_nlvr_from_pretrained(model, path: Path) -> dict:
         raise CheckpointError(f"--pretrained {path}: does not cover {model.spec.name}: missing key(s) "
                               f"{fmt_keys(lacking)}; fix: pre-train the same geometry (e.g. blip-retrieval-deep for "
                               f"blip-nlvr-deep)")
-    bad = [f"{k} {tuple(v.shape)} != {tuple(expected[k].shape)}" for k, v in sorted(take.items())
-           if v.shape != expected[k].shape]
-    if bad:
-        raise CheckpointError(f"--pretrained {path}: mis-shaped key(s) {'; '.join(bad[:4])}; fix: pre-train the "
-                              f"same geometry as --init")
-    check_finite(take, path)
-    model.load_state_dict(take, strict=False)
+    load_strict(model, take, path, fresh=new, what=f"{model.spec.name} (--pretrained)")  # shapes, finite, load
     return {"loaded": len(take), "new": len(new), "ignored": len(sd.keys() - expected.keys())}
