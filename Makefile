@@ -62,7 +62,7 @@ shipped-curve: setup
 	$(PY) scripts/study.py --data data/scenes --ablate none --ref-batch 32 --tag deep --compare docs/results.json --runs \
 	    dense=runs/deep/dense/madtp.pt,0=runs/deep/p0/madtp.pt,0.5=runs/deep/p0.5/madtp.pt,0.7=runs/deep/p0.7/madtp.pt,0.8=runs/deep/p0.8/madtp.pt
 
-# The BLIP NLVR2 curve of docs/RESULTS.md (issue 21, item 3; about 55 minutes on 2 cores). As BLIP: pre-train
+# The BLIP NLVR2 curve of docs/RESULTS.md (issue 21, item 3; about 52 minutes of training on 2 cores). As BLIP: pre-train
 # (ITC + ITM on the scenes captions, blip-retrieval-deep), fine-tune NLVR2 from it (`--pretrained`: each
 # cross-attention copied for both images) on the generated pairs, then from that dense model a `--reduce 0`
 # control and 0.5 / 0.7 / 0.8, each as long; then the study (docs/results-nlvr-deep.json / .png).
