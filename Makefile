@@ -42,9 +42,10 @@ clean:
 	       calibration/*.npz calibration/*.onnx calibration/*.onnx.data calibration/.work calibration/*.capacity.json \
 	       .pytest_cache
 
-# Re-train the shipped model from nothing (issue 21; 55-90 minutes on 2 cores, by machine): dense, then compression to
+# Re-train the shipped model from nothing (issue 21; 27-92 minutes on 2 cores, by machine): dense, then compression to
 # 70% fewer GFLOPs; madtp_deploy/assets/madtp-clip-deep.json records what it measured. Two threads whatever the
-# machine: the float reductions, so the weights, depend on the thread count (fixed, the run is bit-exact).
+# machine: the float reductions, so the weights, depend on the thread count; fixed, the run is bit-exact on the
+# same CPU kernels (26.5 minutes on an AVX-512 machine wrote the shipped files byte for byte), not across CPUs.
 SHIPPED_TRAIN := OMP_NUM_THREADS=2 $(CLI) train --data data/scenes --seed 0
 SHIPPED_COMPRESS := --init runs/deep/dense/madtp.pt --epochs 12 --lr 2e-4 --control-every 40
 shipped-model: setup

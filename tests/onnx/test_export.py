@@ -14,6 +14,7 @@ from madtp_deploy.onnx.export import cached_export, export_model
 from madtp_deploy.runtime import open_session
 
 from ..conftest import TINY
+from ..shipped_artifacts import MODEL
 
 
 @pytest.fixture(scope="module", params=["reference", "invariant", "packed"])
@@ -102,22 +103,31 @@ def test_tolerance_miss_is_a_loud_warning_that_keeps_the_artifact(exported):
     assert (out / "tiny.image.onnx").exists()
 
 
-def test_cached_export_reuses_only_the_same_graph(tmp_path):
+def test_cached_export_reuses_only_the_same_graph(shipped_packed_cache, tmp_path, monkeypatch):
     """The bench's and the calibration's export cache: a graph whose sidecar records the same
     weights, temperature and mode is reused under any label, and from a `reuse` folder (the bench
-    times what `madtp-deploy export` wrote to export/); a changed temperature (or mode) is a new export
-    into the cache. Bugs caught: a cache keyed on the label alone serves a stale graph; `reuse`
-    ignored, so `make demo` exports the packed image encoder twice."""
-    m = madtp_deploy.load(TINY, mode="packed", temperature=3.0)
-    first = cached_export(m, tmp_path, "a", ("image",))["image"]
-    stamp = first.stat().st_mtime_ns
-    assert cached_export(m, tmp_path, "b", ("image",))["image"] == first and first.stat().st_mtime_ns == stamp
+    times what `madtp-deploy export` wrote to export/); a changed temperature or mode is a new export
+    into the cache. Runs on the run's shared cache (the test model's packed graphs, exported once) with
+    the exporter replaced by a recorder: the decisions are under test here, the export in the tests above.
+    Bugs caught: a cache keyed on the label alone serves a stale graph (or re-exports under a new
+    label); `reuse` ignored, so `make demo` exports the packed image encoder twice; temperature or mode
+    left out of the key."""
+    from madtp_deploy.onnx import export as export_module
+
+    exports = []
+    monkeypatch.setattr(export_module, "export_model",
+                        lambda model, out, name, **kw: exports.append((model.temperature, model.mode, out, name)))
+    m = madtp_deploy.load(MODEL, mode="packed")
+    made = cached_export(m, shipped_packed_cache, "another-label", ("image",))["image"]
+    assert made.parent == shipped_packed_cache and made.is_file()
     bench = tmp_path / ".bench"
-    assert cached_export(m, bench, "packed", ("image",), reuse=(tmp_path,))["image"] == first
-    assert not list(bench.glob("*.onnx"))
-    m.temperature = 4.0
-    hotter = cached_export(m, bench, "a", ("image",), reuse=(tmp_path,))["image"]
-    m.mode = "invariant"
-    padded = cached_export(m, bench, "a", ("image",), reuse=(tmp_path,))["image"]
-    assert len({first, hotter, padded}) == 3 and all(p.is_file() and p.parent == bench for p in (hotter, padded))
-    assert json.loads(hotter.with_suffix(".json").read_text())["model"]["temperature"] == 4.0
+    assert cached_export(m, bench, "packed", ("image",), reuse=(shipped_packed_cache,))["image"] == made
+    assert exports == [] and not bench.exists()
+    t = m.temperature
+    m.temperature = t + 1.0
+    hotter = cached_export(m, bench, "a", ("image",), reuse=(shipped_packed_cache,))["image"]
+    m.temperature, m.mode = t, "invariant"
+    padded = cached_export(m, bench, "a", ("image",), reuse=(shipped_packed_cache,))["image"]
+    assert [(e[0], e[1], e[2]) for e in exports] == [(t + 1.0, "packed", bench), (t, "invariant", bench)]
+    assert len({made, hotter, padded}) == 3 and hotter.parent == padded.parent == bench
+    assert [hotter.name, padded.name] == [f"{e[3]}.image.onnx" for e in exports]
