@@ -273,6 +273,9 @@ def train(data: Path = typer.Option(..., "--data", help="dataset folder (*_train
           warmup: int = typer.Option(0, "--warmup", help="steps of linear learning-rate warm-up before the cosine"),
           pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="BLIP NLVR2: a pre-trained BLIP "
                                                      "(retrieval) checkpoint to fine-tune from, as BLIP does"),
+          distill: Optional[str] = typer.Option(None, "--distill", help="CLIP: a frozen teacher (e.g. the dense "
+                                                "model --init came from) whose batch similarities the student matches"),
+          distill_weight: float = typer.Option(1.0, "--distill-weight"),
           seed: int = typer.Option(0, "--seed"),
           resume: bool = typer.Option(False, "--resume"),
           device: str = typer.Option("cpu", "--device", help="cpu (gloo under torchrun) or cuda (cuda:LOCAL_RANK, "
@@ -288,8 +291,8 @@ def train(data: Path = typer.Option(..., "--data", help="dataset folder (*_train
     common: dict[str, Any] = dict(
         data=str(data), output=str(output), reduce=reduce, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, mode=mode.value, control_every=control_every, max_steps=max_steps, warmup=warmup,
-        pretrained=str(pretrained) if pretrained else None, seed=seed, resume=resume,
-        tokenizer=str(tokenizer) if tokenizer else None, device=device)
+        pretrained=str(pretrained) if pretrained else None, distill=distill, distill_weight=distill_weight,
+        seed=seed, resume=resume, tokenizer=str(tokenizer) if tokenizer else None, device=device)
     # the family: an NLVR2 folder trains BLIP NLVR2, a BLIP --init BLIP retrieval, anything else CLIP
     family = "blip-nlvr" if is_nlvr_dir(data) else "blip-retrieval" if is_blip(init) else "clip"
     if family == "blip-nlvr" and init == "madtp-clip-deep":  # --init left at its default

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from .. import flops, pruning
 from ..evaluate import encode_all, evaluate  # noqa: F401 - evaluate: CLIP's evaluator, beside its hooks
+from ..errors import UsageError
 from ..files import atomic, write_text_atomic
 from .loop import Step, TrainConfig, TrainHooks, save_atomic
 
@@ -24,6 +25,17 @@ def itc_loss(img, txt, image_ids, logit_scale):
     pos = (image_ids[:, None] == image_ids[None, :]).float()
     targets = pos / pos.sum(1, keepdim=True)
     return (-(F.log_softmax(logits, 1) * targets).sum(1).mean() - (F.log_softmax(logits.t(), 1) * targets).sum(1).mean()) / 2
+
+
+def distill_loss(img, txt, t_img, t_txt, logit_scale, t_logit_scale):
+    """Both directions' KL(teacher || student) of the softmax over the batch's image-text similarities:
+    the student matches the teacher's whole ranking of the batch, not only its positives."""
+    def logits(i, t, scale):
+        return scale.exp() * F.normalize(i, dim=-1) @ F.normalize(t, dim=-1).t()
+
+    s, t = logits(img, txt, logit_scale), logits(t_img, t_txt, t_logit_scale)
+    kl = lambda s_, t_: F.kl_div(F.log_softmax(s_, 1), F.log_softmax(t_, 1), log_target=True, reduction="batchmean")  # noqa: E731
+    return (kl(s, t) + kl(s.t(), t.t())) / 2
 
 
 def pair_gflops(model, pixels, ids, mask, batch_size: int = 64) -> torch.Tensor:
@@ -48,9 +60,30 @@ def prepare(cfg: TrainConfig, model, log) -> SimpleNamespace:
     ids, mask = tr.tokenize(tok)
     n_ctrl = min(128, len(va.images))
     v_ids, v_mask = va.tokenize(tok, [va.img2txt[i][0] for i in range(n_ctrl)])
+    teacher = None
+    if cfg.distill:
+        teacher = teacher_embeddings(cfg.distill, cfg, model, tr.pixels(model.spec.image_size), ids, mask, log)
     return SimpleNamespace(n=len(ids), n_ctrl=n_ctrl, pixels=tr.pixels(model.spec.image_size), ids=ids, mask=mask,
                            img_of=torch.tensor(tr.txt2img), v_pixels=va.pixels(model.spec.image_size, range(n_ctrl)),
-                           v_ids=v_ids, v_mask=v_mask)
+                           v_ids=v_ids, v_mask=v_mask, teacher=teacher)
+
+
+def teacher_embeddings(source: str, cfg: TrainConfig, model, pixels, ids, mask, log) -> tuple:
+    """(image embeds [images], caption embeds [captions], logit scale) of the frozen --distill teacher, once:
+    the training inputs are fixed (no augmentation) and the teacher's decisions per instance, so they are
+    what it would compute at every step."""
+    from ..api import load
+
+    teacher = load(source, mode=cfg.mode).eval()
+    if (getattr(teacher.spec, "image_size", None), getattr(teacher.spec, "context_length", None)) != \
+            (model.spec.image_size, model.spec.context_length):
+        raise UsageError(f"--distill {source}: its inputs (spec {teacher.spec.name}) differ from --init's "
+                         f"({model.spec.image_size} px, {model.spec.context_length} text tokens); fix: a teacher of "
+                         f"the same geometry, e.g. the dense model --init was trained from")
+    log(f"distilling from {source} (temperature {teacher.temperature:g}), weight {cfg.distill_weight:g}")
+    with torch.no_grad():
+        img, _, txt, _, _ = encode_all(teacher, pixels, ids, mask)
+    return img, txt, teacher.logit_scale.detach().clone()
 
 
 def loss(model, d, rows: torch.Tensor, cfg: TrainConfig, step: Step) -> dict:
@@ -62,7 +95,13 @@ def loss(model, d, rows: torch.Tensor, cfg: TrainConfig, step: Step) -> dict:
     loss_itc = itc_loss(step.gather(e_img.embeds), step.gather(e_txt.embeds), step.gather(img_of), model.logit_scale)
     loss_sim = step.share(pruning.alignment_loss(e_img.align, e_txt.align), len(rows)) if want_align \
         else torch.zeros(())
-    return {"loss": loss_itc + cfg.align_weight * loss_sim, "itc": loss_itc, "align": loss_sim}
+    out = {"loss": loss_itc + cfg.align_weight * loss_sim, "itc": loss_itc, "align": loss_sim}
+    if d.teacher is not None:
+        t_img, t_txt, t_scale = d.teacher
+        out["distill"] = distill_loss(step.gather(e_img.embeds), step.gather(e_txt.embeds), step.gather(t_img[img_of]),
+                                      step.gather(t_txt[rows]), model.logit_scale, t_scale)
+        out["loss"] = out["loss"] + cfg.distill_weight * out["distill"]
+    return out
 
 
 def gflops(model, d, rows: list) -> torch.Tensor:
@@ -88,5 +127,5 @@ def write_model(model, out: Path, epoch: int, meta: dict) -> None:
 
 
 HOOKS = TrainHooks(title="CLIP", prepare=prepare, loss=loss, gflops=gflops, write_model=write_model,
-                   after_step=clamp_logit_scale, unit="GFLOPs/pair",
+                   after_step=clamp_logit_scale, distills=True, unit="GFLOPs/pair",
                    outputs=("madtp.pt", "model.safetensors", "model.json"))

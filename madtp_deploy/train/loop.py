@@ -54,6 +54,8 @@ class TrainConfig:
     control_every: int = 0         # steps between temperature updates; 0 = once per epoch (reference)
     max_steps: int = 0             # stop early (tests); 0 = no limit
     pretrained: str | None = None  # BLIP NLVR2: a pre-trained BLIP checkpoint that initialises --init (hooks.pretrained)
+    distill: str | None = None     # a teacher model (frozen) whose similarity logits the student also matches (CLIP)
+    distill_weight: float = 1.0    # the distillation term's weight beside the task loss
     seed: int = 0
     resume: bool = False
     tokenizer: str | None = None   # the family's tokenizer (file or folder); default: the dataset's
@@ -72,6 +74,8 @@ class TrainConfig:
             fix="warm-up steps >= 0, e.g. --warmup 500 (0 = none)")
         num(self.min_lr, "min_lr", lo=0.0, hi=self.lr, error=UsageError, fix="0 <= min_lr <= lr")
         num(self.weight_decay, "--wd", lo=0.0, hi=10.0, error=UsageError, fix="a weight decay in [0, 10], e.g. --wd 0.2")
+        num(self.distill_weight, "--distill-weight", lo=0.0, hi=100.0, error=UsageError,
+            fix="a weight in [0, 100], e.g. --distill-weight 1")
         num(self.align_weight, "align_weight", lo=0.0, error=UsageError, fix="a weight >= 0, e.g. 0.1")
         num(self.control_every, "--control-every", lo=0, integer=True, error=UsageError,
             fix="steps between temperature updates >= 0 (0 = once per epoch)")
@@ -99,6 +103,7 @@ class TrainHooks:
     summary: Callable[[dict], str] | None = None           # metrics -> a piece of the epoch's log line
     after_step: Callable[[Any], None] | None = None        # (model) after each optimizer step (clamps)
     pretrained: Callable[[Any, Path], dict] | None = None  # (model, checkpoint) -> counts: init from a pre-trained model
+    distills: bool = False                                 # `prepare` loads cfg.distill and `loss` uses it
     unit: str = "GFLOPs/pair"
     outputs: tuple[str, ...] = ("madtp.pt", "model.json")  # the model files (their stale temporaries are removed)
 
@@ -372,6 +377,8 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, dist: Dist, log, progress, load)
         n = hooks.pretrained(model, Path(cfg.pretrained))
         log(f"initialised {n['loaded']} tensors from {cfg.pretrained}; {n['new']} new (merge layers, head), "
             f"{n['ignored']} not used")
+    if cfg.distill and not hooks.distills:
+        raise UsageError(f"--distill: {hooks.title} training has no distillation term; fix: drop --distill (CLIP only)")
     model = model.to(dist.device)
     data = to_device(hooks.prepare(cfg, model, log), dist.device)
     _fits_batches(data.n, cfg.batch_size, dist.world)
