@@ -127,6 +127,10 @@ register(ClipSpec("madtp-clip-tiny", 64, 8, 128, 4, 2, 512, 16, 64, 128, 4, 2, 5
 # the text tower half the vision width (as in OpenAI's CLIPs, where text is the narrower tower).
 register(ClipSpec("madtp-clip-deep", 64, 8, 128, 8, 2, 512, 16, 64, 64, 8, 1, 256, 64,
                   sd_num=32, sd_dim=64, eot_token_id=63))
+# Issue 21's finer-patch experiment: the same 64 px images cut into 4 px patches (256 + CLS tokens, 4x the
+# deep model's), a narrower vision tower to keep training affordable on two cores (docs/RESULTS.md).
+register(ClipSpec("madtp-clip-p4", 64, 4, 96, 8, 2, 384, 16, 64, 64, 8, 1, 256, 64,
+                  sd_num=32, sd_dim=64, eot_token_id=63))
 
 
 @dataclass(frozen=True)
