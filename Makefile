@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 CLI    := $(VENV)/bin/madtp-deploy
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean modelopt-env calibration-report gpu-check shipped-model shipped-curve nlvr-curve
+.PHONY: setup demo test lint bench clean modelopt-env calibration-report gpu-check shipped-model shipped-curve nlvr-curve p4-curve
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -62,6 +62,17 @@ shipped-curve: setup
 	for p in 0 0.5 0.8; do $(SHIPPED_TRAIN) --output runs/deep/p$$p --reduce $$p $(SHIPPED_COMPRESS) || exit 1; done
 	$(PY) scripts/study.py --data data/scenes --ablate none --ref-batch 32 --tag deep --compare docs/results.json --runs \
 	    dense=runs/deep/dense/madtp.pt,0=runs/deep/p0/madtp.pt,0.5=runs/deep/p0.5/madtp.pt,0.7=runs/deep/p0.7/madtp.pt,0.8=runs/deep/p0.8/madtp.pt
+
+# Issue 21's finer-patch geometry (madtp-clip-p4: 4 px patches, 257 image tokens, width 96, 8 + 8 layers), the
+# shipped recipe on it: dense 32 epochs, then a `--reduce 0` control and 0.7 / 0.8, each 12 epochs; then the study
+# beside the shipped model's (docs/results-p4.json / .png). About 2 hours on 2 cores (docs/RESULTS.md).
+P4_COMPRESS := --init runs/p4/dense/madtp.pt --epochs 12 --lr 2e-4 --control-every 40
+p4-curve: setup
+	$(CLI) make-data --output data/scenes
+	$(SHIPPED_TRAIN) --output runs/p4/dense --init madtp-clip-p4 --epochs 32 --lr 5e-4
+	for p in 0 0.7 0.8; do $(SHIPPED_TRAIN) --output runs/p4/p$$p --reduce $$p $(P4_COMPRESS) || exit 1; done
+	$(PY) scripts/study.py --data data/scenes --ablate none --ref-batch 32 --tag p4 --compare docs/results-deep.json --runs \
+	    dense=runs/p4/dense/madtp.pt,0=runs/p4/p0/madtp.pt,0.7=runs/p4/p0.7/madtp.pt,0.8=runs/p4/p0.8/madtp.pt
 
 # The BLIP NLVR2 curve of docs/RESULTS.md (issue 21, item 3; about 52 minutes of training on 2 cores). As BLIP: pre-train
 # (ITC + ITM on the scenes captions, blip-retrieval-deep), fine-tune NLVR2 from it (`--pretrained`: each

@@ -154,11 +154,12 @@ def _depth_table(record, other) -> list[str]:
     name, rec = other
     metrics = TASKS[record.get("task", "clip")][0]
     a, b = _by_reduce(rec), _by_reduce(record)
-    layers = [rec["runs"][0]["invariant"]["kept_image_per_layer"], record["runs"][0]["invariant"]["kept_image_per_layer"]]
-    head = [f"{len(layers[0])} + {len(layers[0])} layers", f"{len(layers[1])} + {len(layers[1])} layers"]
+    # each geometry by its layers and its image tokens (the dense run's first layer keeps every one)
+    kept = [r["runs"][0]["invariant"]["kept_image_per_layer"] for r in (rec, record)]
+    head = [f"{len(k)} + {len(k)} layers, {k[0]:.0f} image tokens" for k in kept]
     what = " / ".join(h.split(" ")[0] for _, h in metrics) + (" R@1" if "R@1" in metrics[0][1] else "")
-    lines = ["", f"What depth buys: the same `--reduce`, each model against its own `--reduce 0` control ({name} "
-                 "beside this study):", "",
+    lines = ["", f"What the geometry buys: the same `--reduce`, each model against its own `--reduce 0` control "
+                 f"({name} beside this study):", "",
              f"| --reduce | removed, {head[0]} | removed, {head[1]} | Δ {what}, {head[0]} | "
              f"Δ {what}, {head[1]} |", "|---|---|---|---|---|"]
     for p in sorted(set(a) & set(b) - {0.0}):
