@@ -47,7 +47,8 @@ clean:
 # machine: the float reductions, so the weights, depend on the thread count; fixed, the run is bit-exact on the
 # same CPU kernels (26.5 minutes on an AVX-512 machine wrote the shipped files byte for byte), not across CPUs.
 SHIPPED_TRAIN := OMP_NUM_THREADS=2 $(CLI) train --data data/scenes --seed 0
-SHIPPED_COMPRESS := --init runs/deep/dense/madtp.pt --epochs 12 --lr 2e-4 --control-every 40
+COMPRESS_RECIPE := --epochs 12 --lr 2e-4 --control-every 40
+SHIPPED_COMPRESS := --init runs/deep/dense/madtp.pt $(COMPRESS_RECIPE)
 shipped-model: setup
 	$(CLI) make-data --output data/scenes
 	$(SHIPPED_TRAIN) --output runs/deep/dense --init madtp-clip-deep --epochs 32 --lr 5e-4
@@ -66,11 +67,10 @@ shipped-curve: setup
 # Issue 21's finer-patch geometry (madtp-clip-p4: 4 px patches, 257 image tokens, width 96, 8 + 8 layers), the
 # shipped recipe on it: dense 32 epochs, then a `--reduce 0` control and 0.7 / 0.8, each 12 epochs; then the study
 # beside the shipped model's (docs/results-p4.json / .png). About 2 hours on 2 cores (docs/RESULTS.md).
-P4_COMPRESS := --init runs/p4/dense/madtp.pt --epochs 12 --lr 2e-4 --control-every 40
 p4-curve: setup
 	$(CLI) make-data --output data/scenes
 	$(SHIPPED_TRAIN) --output runs/p4/dense --init madtp-clip-p4 --epochs 32 --lr 5e-4
-	for p in 0 0.7 0.8; do $(SHIPPED_TRAIN) --output runs/p4/p$$p --reduce $$p $(P4_COMPRESS) || exit 1; done
+	for p in 0 0.7 0.8; do $(SHIPPED_TRAIN) --output runs/p4/p$$p --reduce $$p --init runs/p4/dense/madtp.pt $(COMPRESS_RECIPE) || exit 1; done
 	$(PY) scripts/study.py --data data/scenes --ablate none --ref-batch 32 --tag p4 --compare docs/results-deep.json --runs \
 	    dense=runs/p4/dense/madtp.pt,0=runs/p4/p0/madtp.pt,0.7=runs/p4/p0.7/madtp.pt,0.8=runs/p4/p0.8/madtp.pt
 
