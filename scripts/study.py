@@ -89,6 +89,8 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="results-TAG.json/.png and the study-TAG markers")
     ap.add_argument("--compare", help="another study's record (docs/results.json): a table of the reduce levels both "
                                       "ran, each against its own --reduce 0 control (what depth buys)")
+    ap.add_argument("--compare-heads", help="'A,B': the two columns' names in that table (default: each study's "
+                                           "layers and image tokens)")
     ap.add_argument("--task", choices=sorted(TASKS), default="clip", help="clip retrieval or BLIP NLVR2")
     ap.add_argument("--out", default="docs")
     args = ap.parse_args()
@@ -114,7 +116,8 @@ def main() -> None:
     (out / f"{stem}.json").write_text(json.dumps(record, indent=2))
     _plot(record, out / f"{stem}.png")
     other = (args.compare, json.loads(Path(args.compare).read_text())) if args.compare else None
-    _markdown(record, out / "RESULTS.md", marker, other)
+    heads = args.compare_heads.split(",", 1) if args.compare_heads else None
+    _markdown(record, out / "RESULTS.md", marker, other, heads)
 
 
 def _ablations(ckpt, split, pixels_of, data):
@@ -149,16 +152,17 @@ def _by_reduce(record) -> dict[float, dict]:
     return {float(r["run"]): r["invariant"] for r in record["runs"] if r["run"] != "dense"}
 
 
-def _depth_table(record, other) -> list[str]:
+def _depth_table(record, other, heads=None) -> list[str]:
     """The reduce levels both studies ran: GFLOPs removed and the headline metrics against each one's own control."""
     name, rec = other
     metrics = TASKS[record.get("task", "clip")][0]
     a, b = _by_reduce(rec), _by_reduce(record)
     # each geometry by its layers and its image tokens (the dense run's first layer keeps every one)
     kept = [r["runs"][0]["invariant"]["kept_image_per_layer"] for r in (rec, record)]
-    head = [f"{len(k)} + {len(k)} layers, {k[0]:.0f} image tokens" for k in kept]
+    head = heads or [f"{len(k)} + {len(k)} layers, {k[0]:.0f} image tokens" for k in kept]
     what = " / ".join(h.split(" ")[0] for _, h in metrics) + (" R@1" if "R@1" in metrics[0][1] else "")
-    lines = ["", f"What the geometry buys: the same `--reduce`, each model against its own `--reduce 0` control "
+    title = "The same" if heads else "What the geometry buys: the same"
+    lines = ["", f"{title} `--reduce`, each model against its own `--reduce 0` control "
                  f"({name} beside this study):", "",
              f"| --reduce | removed, {head[0]} | removed, {head[1]} | Δ {what}, {head[0]} | "
              f"Δ {what}, {head[1]} |", "|---|---|---|---|---|"]
@@ -169,7 +173,7 @@ def _depth_table(record, other) -> list[str]:
     return lines
 
 
-def _markdown(record, path, marker, other=None):
+def _markdown(record, path, marker, other=None, heads=None):
     """Regenerate the measured tables between the markers of docs/RESULTS.md."""
     rb = record["runs"][0]["reference_batch"]
     task = record.get("task", "clip")
@@ -190,7 +194,7 @@ def _markdown(record, path, marker, other=None):
                      + " / ".join(f"{ref[k]:.1f}" for k, _ in metrics) + f", {_pct(ref['gflops_reduction'])} | "
                      f"{_kept(i['kept_image_per_layer'])} | {_kept(i['kept_text_per_layer'])} |")
     if other:
-        lines += _depth_table(record, other)
+        lines += _depth_table(record, other, heads)
     if record["ablations"]:
         lines += ["", f"Ablations at equal GFLOPs on `{record['ablation_weights']}` (post-hoc, same weights):", "",
                   "| policy | knob | GFLOPs/pair | txt R@1 | img R@1 | txt R@5 | img R@5 |",
