@@ -270,6 +270,8 @@ def train(data: Path = typer.Option(..., "--data", help="dataset folder (*_train
           lr: float = typer.Option(5e-4, "--lr"), weight_decay: float = typer.Option(0.2, "--wd"),
           mode: Mode = typer.Option(SERVING_DEFAULT, "--mode"), control_every: int = typer.Option(0, "--control-every"),
           max_steps: int = typer.Option(0, "--max-steps"),
+          ramp: int = typer.Option(0, "--ramp", help="epochs over which the GFLOPs target falls linearly from dense "
+                                   "to --reduce's (0: from the first step, as the reference)"),
           warmup: int = typer.Option(0, "--warmup", help="steps of linear learning-rate warm-up before the cosine"),
           pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="BLIP NLVR2: a pre-trained BLIP "
                                                      "(retrieval) checkpoint to fine-tune from, as BLIP does"),
@@ -290,7 +292,7 @@ def train(data: Path = typer.Option(..., "--data", help="dataset folder (*_train
 
     common: dict[str, Any] = dict(
         data=str(data), output=str(output), reduce=reduce, epochs=epochs, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, mode=mode.value, control_every=control_every, max_steps=max_steps, warmup=warmup,
+        weight_decay=weight_decay, mode=mode.value, control_every=control_every, max_steps=max_steps, warmup=warmup, ramp=ramp,
         pretrained=str(pretrained) if pretrained else None, distill=distill, distill_weight=distill_weight,
         seed=seed, resume=resume, tokenizer=str(tokenizer) if tokenizer else None, device=device)
     # the family: an NLVR2 folder trains BLIP NLVR2, a BLIP --init BLIP retrieval, anything else CLIP

@@ -19,6 +19,14 @@ def next_temperature(t: float, current: float, target: float, dense: float) -> f
     return max(MIN_T, t + step if gap > 0 else t - step)
 
 
+def ramp_target(dense: float, target: float, step: int, ramp_steps: int) -> float:
+    """The GFLOPs target at `step` when it falls linearly from `dense` to `target` over `ramp_steps` (0: the
+    final target from the first step, as the reference)."""
+    if ramp_steps <= 0 or step >= ramp_steps:
+        return target
+    return dense + (target - dense) * step / ramp_steps
+
+
 def search_temperature(measure, t: float, target: float, dense: float, tol: float = 0.013,
                        max_iter: int = 25) -> tuple[float, float]:
     """The reference's calculate_temperature: step T with the controller until `measure(t)` (GFLOPs

@@ -52,6 +52,7 @@ class TrainConfig:
     align_weight: float = 0.1
     mode: str = SERVING_DEFAULT.value  # batch semantics during training and GFLOPs control
     control_every: int = 0         # steps between temperature updates; 0 = once per epoch (reference)
+    ramp: int = 0                  # epochs over which the GFLOPs target falls from dense to its final value; 0 = none
     max_steps: int = 0             # stop early (tests); 0 = no limit
     pretrained: str | None = None  # BLIP NLVR2: a pre-trained BLIP checkpoint that initialises --init (hooks.pretrained)
     distill: str | None = None     # a teacher model (frozen) whose similarity logits the student also matches (CLIP)
@@ -79,6 +80,8 @@ class TrainConfig:
         num(self.align_weight, "align_weight", lo=0.0, error=UsageError, fix="a weight >= 0, e.g. 0.1")
         num(self.control_every, "--control-every", lo=0, integer=True, error=UsageError,
             fix="steps between temperature updates >= 0 (0 = once per epoch)")
+        num(self.ramp, "--ramp", lo=0, hi=self.epochs, integer=True, error=UsageError,
+            fix=f"epochs of target ramp in [0, --epochs {self.epochs}], e.g. --ramp 4 (0 = the final target at once)")
         num(self.max_steps, "--max-steps", lo=0, integer=True, error=UsageError, fix="a step count >= 0 (0 = no limit)")
         num(self.seed, "--seed", lo=0, hi=2**32 - 1, integer=True, error=UsageError, fix="an integer seed >= 0")
         self.mode = parse_mode(self.mode, "--mode").value
@@ -409,6 +412,9 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, dist: Dist, log, progress, load)
             set_rng_states(state["rng"])
         cur = state.get("gflops_current", cur)
         log(f"resumed from {out / LAST} at epoch {start_epoch}, step {step}")
+    elif cfg.reduce > 0 and cfg.ramp:  # the target starts at dense: so does the model, the controller takes it down
+        model.temperature = 0.0
+        log(f"target ramp: dense {dense:.5f} -> {target:.5f} over {cfg.ramp} epochs")
     elif cfg.reduce > 0:  # the reference's calculate_temperature: search an initial T before training
         def at(t: float) -> float:
             model.temperature = t
@@ -442,6 +448,10 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, dist: Dist, log, progress, load)
 
     steps_per_epoch = math.ceil(data.n / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
+
+    def goal() -> float:  # the GFLOPs target now (the final one unless --ramp)
+        return control.ramp_target(dense, target, step, cfg.ramp * steps_per_epoch)
+
     task = progress.add_task("train", total=total, completed=step) if progress else None
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
@@ -471,13 +481,13 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, dist: Dist, log, progress, load)
             if cfg.reduce > 0 and cfg.control_every and step % cfg.control_every == 0:
                 model.eval()
                 cur = measure()
-                model.temperature = control.next_temperature(model.temperature, cur, target, dense)
+                model.temperature = control.next_temperature(model.temperature, cur, goal(), dense)
                 model.train()
             history.append({"step": step, **{k: v.item() for k, v in logged.items()},
                             "temperature": model.temperature})
             if progress:
                 progress.update(task, advance=1, description=f"ep {epoch} loss {history[-1]['loss']:.3f} "
-                                f"GFLOPs {cur:.4f}/{target:.4f} T {model.temperature:.2f}")
+                                f"GFLOPs {cur:.4f}/{goal():.4f} T {model.temperature:.2f}")
             if cfg.max_steps and step >= cfg.max_steps and b + 1 < steps_per_epoch:
                 stopped = True
                 break
@@ -489,12 +499,12 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, dist: Dist, log, progress, load)
             break
         cur = measure()
         if cfg.reduce > 0 and not cfg.control_every and epoch + 1 < cfg.epochs:
-            model.temperature = control.next_temperature(model.temperature, cur, target, dense)
+            model.temperature = control.next_temperature(model.temperature, cur, goal(), dense)
             cur = measure()
         write_model(epoch)
         save_last(epoch, 0)
         summary = hooks.summary(metrics) if hooks.summary and metrics else ""
-        log(f"epoch {epoch}: loss {history[-1]['loss']:.4f}{summary}, {hooks.unit} {cur:.5f} (target {target:.5f}, "
+        log(f"epoch {epoch}: loss {history[-1]['loss']:.4f}{summary}, {hooks.unit} {cur:.5f} (target {goal():.5f}, "
             f"dense {dense:.5f}), T {model.temperature:.3f}")
         if cfg.max_steps and step >= cfg.max_steps:
             break

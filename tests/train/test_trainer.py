@@ -19,6 +19,26 @@ def test_controller_steps_toward_the_target():
     assert control.next_temperature(0.02, 10, 50, 100) == control.MIN_T
 
 
+def test_ramp_target_falls_linearly_from_dense_then_holds():
+    assert control.ramp_target(100, 30, 0, 10) == 100
+    assert control.ramp_target(100, 30, 5, 10) == 65
+    assert control.ramp_target(100, 30, 10, 10) == 30 and control.ramp_target(100, 30, 99, 10) == 30
+    assert control.ramp_target(100, 30, 0, 0) == 30               # no ramp: the final target at once
+
+
+def test_a_ramped_run_starts_dense_and_its_targets_fall_epoch_by_epoch(scenes_dir, tmp_path):
+    logged = []
+    r = _train(TrainConfig(str(scenes_dir), str(tmp_path / "r"), init="clip-tiny-test", reduce=0.3, epochs=3,
+                           ramp=2, batch_size=16, lr=1e-4, control_every=1), log=logged.append)
+    # no initial search: T starts at 0 (dense) and the first update is one controller step at most
+    assert not any("initial temperature" in line for line in logged) and r["history"][0]["temperature"] <= 0.5
+    targets = [float(line.split("(target ")[1].split(",")[0]) for line in logged if line.startswith("epoch")]
+    dense, final = r["gflops_dense"], r["gflops_target"]
+    assert dense > targets[0] > targets[1]
+    assert targets[1] == pytest.approx(final, rel=1e-3) and targets[2] == pytest.approx(final, rel=1e-3)
+    assert r["temperature"] > 0
+
+
 def test_dense_training_loss_falls(scenes_dir, tmp_path):
     r = _train(TrainConfig(str(scenes_dir), str(tmp_path / "run"), init="clip-tiny-test", epochs=8,
                                   batch_size=16, lr=1e-3), log=lambda *_: None)
