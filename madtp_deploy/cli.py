@@ -292,8 +292,8 @@ def train(data: Path = typer.Option(..., "--data", help="dataset folder (*_train
 
     common: dict[str, Any] = dict(
         data=str(data), output=str(output), reduce=reduce, epochs=epochs, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, mode=mode.value, control_every=control_every, max_steps=max_steps, warmup=warmup, ramp=ramp,
-        pretrained=str(pretrained) if pretrained else None, distill=distill, distill_weight=distill_weight,
+        weight_decay=weight_decay, mode=mode.value, control_every=control_every, max_steps=max_steps, warmup=warmup,
+        ramp=ramp, pretrained=str(pretrained) if pretrained else None, distill=distill, distill_weight=distill_weight,
         seed=seed, resume=resume, tokenizer=str(tokenizer) if tokenizer else None, device=device)
     # the family: an NLVR2 folder trains BLIP NLVR2, a BLIP --init BLIP retrieval, anything else CLIP
     family = "blip-nlvr" if is_nlvr_dir(data) else "blip-retrieval" if is_blip(init) else "clip"
