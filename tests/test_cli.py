@@ -80,3 +80,17 @@ def test_eval_a_peer_matched_to_madtp(scenes_dir, tmp_path):
     assert abs(p["gflops_image"]["mean"] / m["gflops_image"]["mean"] - 1) == pytest.approx(abs(p["match"]["error"]))
     bad = run("eval", "--model", "clip-tiny-test", "--method", "tome", "--data", str(scenes_dir))
     assert bad.returncode == 2 and "--match" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_train_ramp_reaches_the_loop_and_a_ramp_longer_than_the_run_is_refused(scenes_dir, tmp_path):
+    """Bugs caught: `--ramp` parsed but not passed on to the training config (the run compresses at once, with
+    the reference's initial search), and a ramp longer than the run accepted (its final target never reached)
+    or refused with a traceback, or after writing the run folder."""
+    common = ["train", "--data", str(scenes_dir), "--init", "clip-tiny-test", "--reduce", "0.3", "--batch-size", "16",
+              "--control-every", "1"]
+    r = run(*common, "--epochs", "2", "--ramp", "1", "--output", str(tmp_path / "ok"))
+    assert r.returncode == 0, r.stderr
+    assert "target ramp: dense" in r.stdout + r.stderr and "initial temperature" not in r.stdout + r.stderr
+    r = run(*common, "--epochs", "2", "--ramp", "3", "--output", str(tmp_path / "bad"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "--ramp" in r.stderr and "fix:" in r.stderr and not (tmp_path / "bad").exists()
