@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 CLI    := $(VENV)/bin/madtp-deploy
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean modelopt-env calibration-report gpu-check shipped-model shipped-curve nlvr-curve p4-curve
+.PHONY: setup demo test lint bench clean modelopt-env calibration-report gpu-check shipped-model shipped-curve nlvr-curve p4-curve p4b-curve
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -73,6 +73,16 @@ p4-curve: setup
 	for p in 0 0.7 0.8; do $(SHIPPED_TRAIN) --output runs/p4/p$$p --reduce $$p --init runs/p4/dense/madtp.pt $(COMPRESS_RECIPE) || exit 1; done
 	$(PY) scripts/study.py --data data/scenes --ablate none --ref-batch 32 --tag p4 --compare docs/results-deep.json --runs \
 	    dense=runs/p4/dense/madtp.pt,0=runs/p4/p0/madtp.pt,0.7=runs/p4/p0.7/madtp.pt,0.8=runs/p4/p0.8/madtp.pt
+
+# The same geometry from a later start (after `make p4-curve`): the p4 control (32 + 12 dense epochs) as the start of
+# a new control and 0.7 / 0.8, each 12 epochs, so that the control gains less from its extra epochs; then the study
+# beside p4's, column by column (docs/results-p4b.json / .png). About 70 minutes on 2 cores.
+p4b-curve: setup
+	test -f runs/p4/p0/madtp.pt || { echo "p4b-curve: run make p4-curve first"; exit 2; }
+	for p in 0 0.7 0.8; do $(SHIPPED_TRAIN) --output runs/p4b/p$$p --reduce $$p --init runs/p4/p0/madtp.pt $(COMPRESS_RECIPE) || exit 1; done
+	$(PY) scripts/study.py --data data/scenes --ablate none --ref-batch 32 --tag p4b --compare docs/results-p4.json \
+	    --compare-heads "32-epoch dense start,44-epoch dense start" --runs \
+	    dense=runs/p4/p0/madtp.pt,0=runs/p4b/p0/madtp.pt,0.7=runs/p4b/p0.7/madtp.pt,0.8=runs/p4b/p0.8/madtp.pt
 
 # The BLIP NLVR2 curve of docs/RESULTS.md (issue 21, item 3; about 52 minutes of training on 2 cores). As BLIP: pre-train
 # (ITC + ITM on the scenes captions, blip-retrieval-deep), fine-tune NLVR2 from it (`--pretrained`: each
