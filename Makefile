@@ -76,7 +76,7 @@ p4-curve: setup
 
 # The same geometry from a later start (after `make p4-curve`): the p4 control (32 + 12 dense epochs) as the start of
 # a new control and 0.7 / 0.8, each 12 epochs, so that the control gains less from its extra epochs; then the study
-# beside p4's, column by column (docs/results-p4b.json / .png). About 70 minutes on 2 cores.
+# beside p4's, column by column (docs/results-p4b.json / .png). 50-75 minutes of training on 2 cores, by machine.
 p4b-curve: setup
 	test -f runs/p4/p0/madtp.pt || { echo "p4b-curve: run make p4-curve first"; exit 2; }
 	for p in 0 0.7 0.8; do $(SHIPPED_TRAIN) --output runs/p4b/p$$p --reduce $$p --init runs/p4/p0/madtp.pt $(COMPRESS_RECIPE) || exit 1; done
