@@ -77,6 +77,18 @@ def recalls_from_scores(i2t: torch.Tensor, t2i: torch.Tensor, split: RetrievalSp
     return out
 
 
+def paired_difference(a, b, k: int = 1, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """(mean of hit_a - hit_b, its bootstrap standard deviation), in percentage points, over the same
+    queries (a hit: rank < k). `a`, `b`: each query's rank under two models ([queries]), or under several
+    pairs of models ranking the same queries ([pairs, queries], e.g. a control and its compressed run at
+    each seed): then the mean over the pairs, with the queries resampled jointly for all of them."""
+    d = (torch.tensor(a) < k).double() - (torch.tensor(b) < k).double()
+    d = d.mean(0) if d.dim() == 2 else d
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, len(d), (resamples, len(d)), generator=g)
+    return 100 * float(d.mean()), 100 * float(d[idx].mean(1).std())
+
+
 def _stats(x: torch.Tensor) -> dict:
     x = x.double()
     return {"mean": float(x.mean()), "std": float(x.std()) if len(x) > 1 else 0.0,

@@ -150,6 +150,20 @@ def write_text_atomic(path, text: str) -> None:
         tmp.write_text(text)
 
 
+def write_section(path, marker: str, body: str) -> None:
+    """Replace what lies between `<!-- marker:begin -->` and `<!-- marker:end -->` in a markdown file with
+    `body` (generated tables in docs/), or append the marked section when the file has no such markers."""
+    path = Path(path)
+    start, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
+    text = path.read_text()
+    if start in text:
+        head, _, rest = text.partition(start)
+        _, _, tail = rest.partition(end)
+    else:
+        head, tail = text.rstrip("\n") + "\n\n", "\n"
+    write_text_atomic(path, head + start + "\n" + body.rstrip("\n") + "\n" + end + tail)
+
+
 def read_json(path, error: type[MadtpError], missing: str, fix: str):
     """Parse a JSON file; a missing or malformed file is `error` naming the file and the fix."""
     path = Path(path)

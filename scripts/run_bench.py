@@ -115,11 +115,9 @@ def main() -> None:
             md = (OUT / f"{name}.md").read_text()
             sections.append(f"### {name}\n\n`{_command(json.loads((OUT / f'{name}.json').read_text())['config'])}`"
                             f"\n\n{md}\n![{name}](bench/{name}.png)\n")
-    text = (ROOT / "docs" / "BENCHMARKS.md").read_text()
-    start, end = "<!-- bench:begin -->", "<!-- bench:end -->"
-    head, _, rest = text.partition(start)
-    _, _, tail = rest.partition(end)
-    (ROOT / "docs" / "BENCHMARKS.md").write_text(head + start + "\n" + "\n".join(sections) + end + tail)
+    from madtp_deploy.files import write_section
+
+    write_section(ROOT / "docs" / "BENCHMARKS.md", "bench", "\n".join(sections))
 
 
 if __name__ == "__main__":

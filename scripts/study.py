@@ -25,6 +25,7 @@ import madtp_deploy
 from madtp_deploy import ablations
 from madtp_deploy.data import dataset
 from madtp_deploy.evaluate import evaluate
+from madtp_deploy.files import write_section
 
 # per task: (result key, column header) of the headline metrics, the GFLOPs key, what one instance is
 TASKS = {"clip": ([("txt_r1", "txt R@1"), ("img_r1", "img R@1")], "gflops_per_pair", "image-caption pair"),
@@ -203,11 +204,7 @@ def _markdown(record, path, marker, other=None, heads=None):
         r = a["result"]
         lines.append(f"| {a['policy']} | {a['knob']:.4g} | {r['gflops_per_pair']:.4f} | {r['txt_r1']:.1f} | "
                      f"{r['img_r1']:.1f} | {r['txt_r5']:.1f} | {r['img_r5']:.1f} |")
-    text = path.read_text()
-    start, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
-    head, _, rest = text.partition(start)
-    _, _, tail = rest.partition(end)
-    path.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + tail)
+    write_section(path, marker, "\n".join(lines))
 
 
 def _plot(record, path):

@@ -13,23 +13,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
+from ..evaluate import paired_difference
 from ..files import write_text_atomic
 from . import PEERS, match
 
 R1 = ("txt_r1", "img_r1")
-
-
-def paired_difference(a: list[int], b: list[int], k: int = 1, resamples: int = 2000, seed: int = 0):
-    """(mean of hit_a - hit_b, its bootstrap standard deviation), in percentage points, over the same
-    queries (ranks a and b of each query; a hit: rank < k)."""
-    ha = (torch.tensor(a) < k).double()
-    hb = (torch.tensor(b) < k).double()
-    d = ha - hb
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, len(d), (resamples, len(d)), generator=g)
-    return 100 * float(d.mean()), 100 * float(d[idx].mean(1).std())
 
 
 def _row(name: str, weights: str, r: dict) -> dict:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import files
 from ..modes import SERVING_DEFAULT
 from . import compare
 from .quantize import QuantConfig, modelopt_available
@@ -469,14 +470,7 @@ def benchmarks_md(rec: dict) -> str:
 
 
 def write_section(doc: Path, text: str) -> None:
-    start, end = "<!-- calibration:begin -->", "<!-- calibration:end -->"
-    body = doc.read_text()
-    if start in body:
-        head, _, rest = body.partition(start)
-        _, _, tail = rest.partition(end)
-    else:
-        head, tail = body.rstrip("\n") + "\n\n", "\n"
-    doc.write_text(head + start + "\n" + text.rstrip("\n") + "\n" + end + tail)
+    files.write_section(doc, "calibration", text)
 
 
 def main(args: set[str], root: Path) -> None:

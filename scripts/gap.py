@@ -1,0 +1,113 @@
+"""Issue 21's gap, with its noise: each compressed run's recall@1 against its `--reduce 0` control on the same
+test queries, and over several such pairs (seeds) the mean gap.
+
+  .venv/bin/python scripts/gap.py --data data/scenes-t5k --tag gap-deep \\
+      --pairs 0=runs/deep/p0/madtp.pt:shipped,1=runs/deep/s1-p0/madtp.pt:runs/deep/s1-p0.7/madtp.pt
+
+Every model runs as `madtp-deploy eval --mode invariant --batch-size 64` (its own decisions). Two noises are
+reported apart: the test sampling (a paired bootstrap over the queries; all pairs rank the same queries, so
+they are resampled jointly) and the training (the spread of the pairs' gaps: seeds, which share the test
+set and so do not average its sampling away). -> docs/results-TAG.json and the table between
+`<!-- TAG:begin/end -->` in docs/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import madtp_deploy
+from madtp_deploy.data import dataset
+from madtp_deploy.evaluate import evaluate, paired_difference
+from madtp_deploy.files import write_section, write_text_atomic
+
+R1 = (("txt_r1", "txt"), ("img_r1", "img"))  # (recall key, the ranks' key)
+
+
+def gaps(pairs: list[tuple[str, dict, dict]]) -> dict:
+    """{"pairs": [...], "mean": ...} from (label, control result, compressed result) with ranks (evaluate's
+    want_ranks). Gaps are compressed - control, in points; "sd_test": paired bootstrap; "sd_seeds": the
+    standard deviation of the pairs' gaps over sqrt(pairs)."""
+    rows = []
+    for label, c, x in pairs:
+        rows.append({"pair": label, "removed": x["gflops_reduction"], "temperature": x["temperature"],
+                     "control": {k: c[k] for k, _ in R1}, "compressed": {k: x[k] for k, _ in R1},
+                     "gap": {k: dict(zip(("mean", "sd_test"), paired_difference(x["ranks"][q], c["ranks"][q])))
+                             for k, q in R1}})
+    n = len(rows)
+    mean = {"pairs": n, "removed": sum(r["removed"] for r in rows) / n,
+            "control": {k: sum(r["control"][k] for r in rows) / n for k, _ in R1},
+            "compressed": {k: sum(r["compressed"][k] for r in rows) / n for k, _ in R1}, "gap": {}}
+    for k, q in R1:
+        m, sd_test = paired_difference([x["ranks"][q] for _, _, x in pairs], [c["ranks"][q] for _, c, _ in pairs])
+        each = [r["gap"][k]["mean"] for r in rows]
+        sd_seeds = math.sqrt(sum((g - m) ** 2 for g in each) / (n - 1) / n) if n > 1 else None
+        both = math.hypot(sd_test, sd_seeds) if sd_seeds is not None else None
+        mean["gap"][k] = {"mean": m, "sd_test": sd_test, "sd_seeds": sd_seeds, "sd": both}
+    return {"pairs": rows, "mean": mean}
+
+
+def table(record: dict) -> list[str]:
+    """The markdown table: one row per pair, then their mean."""
+    q = record["queries"]
+    lines = [f"Test split of `{record['data']}`: {q['images']} images (txt R@1 queries), {q['captions']} captions "
+             "(img R@1 queries). ± : the paired bootstrap's standard deviation over the test queries (2,000 "
+             "resamples); for the mean, also the seeds' (the pairs' spread / sqrt(pairs)) and both combined.", "",
+             "| pair | control txt / img R@1 | compressed txt / img R@1 | removed (T) | Δ txt R@1 | Δ img R@1 |",
+             "|---|---|---|---|---|---|"]
+    for r in record["pairs"]:
+        lines.append(f"| {r['pair']} | {r['control']['txt_r1']:.1f} / {r['control']['img_r1']:.1f} | "
+                     f"{r['compressed']['txt_r1']:.1f} / {r['compressed']['img_r1']:.1f} | "
+                     f"{100 * r['removed']:.1f}% ({r['temperature']:.2f}) | "
+                     + " | ".join(f"{r['gap'][k]['mean']:+.1f} ± {r['gap'][k]['sd_test']:.1f}" for k, _ in R1) + " |")
+    m = record["mean"]
+    if m["pairs"] > 1:
+        cells = [f"**{g['mean']:+.1f}** ± {g['sd_test']:.1f} (test), ± {g['sd_seeds']:.1f} (seeds), ± {g['sd']:.1f}"
+                 for g in (m["gap"][k] for k, _ in R1)]
+        lines.append(f"| mean of {m['pairs']} | {m['control']['txt_r1']:.1f} / {m['control']['img_r1']:.1f} | "
+                     f"{m['compressed']['txt_r1']:.1f} / {m['compressed']['img_r1']:.1f} | "
+                     f"{100 * m['removed']:.1f}% | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="a scenes dataset (make-data; --test sets its size)")
+    ap.add_argument("--pairs", required=True, help="label=CONTROL:COMPRESSED,... (checkpoints or shipped names)")
+    ap.add_argument("--tag", required=True, help="docs/results-TAG.json and the TAG markers in docs/RESULTS.md")
+    ap.add_argument("--out", default="docs")
+    a = ap.parse_args()
+    given = []
+    for item in a.pairs.split(","):
+        label, _, both = item.partition("=")
+        control, _, compressed = both.partition(":")
+        if not (label and control and compressed):
+            ap.error(f"--pairs: {item!r} is not LABEL=CONTROL:COMPRESSED; fix: e.g. 0=runs/deep/p0/madtp.pt:shipped")
+        given.append((label, control, compressed))
+    data, out = Path(a.data), Path(a.out)
+    split = dataset.load(data, "test")
+    pixels, results = {}, {}
+
+    def run(ckpt: str) -> dict:
+        if ckpt not in results:
+            m = madtp_deploy.load(ckpt, mode="invariant")
+            size = m.spec.image_size
+            pixels.setdefault(size, split.pixels(size))
+            results[ckpt] = evaluate(m, split, dataset.tokenizer_for(data, m.spec), batch_size=64,
+                                     pixels=pixels[size], want_ranks=True)
+            print(f"{ckpt}: txt R@1 {results[ckpt]['txt_r1']:.2f} img R@1 {results[ckpt]['img_r1']:.2f}", flush=True)
+        return results[ckpt]
+
+    pairs = [(label, run(control), run(compressed)) for label, control, compressed in given]
+    record = {"data": a.data, "pairs_given": a.pairs, "mode": "invariant", "batch_size": 64,
+              "queries": {"images": len(split.img2txt), "captions": len(split.txt2img)}, **gaps(pairs)}
+    write_text_atomic(out / f"results-{a.tag}.json", json.dumps(record, indent=2))
+    lines = table(record)
+    print("\n".join(lines))
+    write_section(out / "RESULTS.md", a.tag, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
