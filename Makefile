@@ -76,7 +76,7 @@ shipped-seeds: setup
 	for s in 0 1 2; do for p in 0.7 0; do OMP_NUM_THREADS=2 $(CLI) train --data data/scenes --seed $$s \
 	    --output $(SEED_RUNS)/s$$s-p$$p --reduce $$p --init madtp_deploy/assets/madtp-clip-deep-dense.pt \
 	    --epochs 12 --lr $(SEED_LR) --control-every 40 || exit 1; done; done
-	$(PY) scripts/gap.py --data data/scenes-t5k --tag gap-lr$(SEED_LR) --pairs \
+	$(PY) scripts/gap.py --data data/scenes-t5k --gallery 500 --tag gap-lr$(SEED_LR) --pairs \
 	    $$(for s in 0 1 2; do printf "$$s=$(SEED_RUNS)/s$$s-p0/madtp.pt:$(SEED_RUNS)/s$$s-p0.7/madtp.pt,"; done | sed 's/,$$//')
 
 # Issue 21's finer-patch geometry (madtp-clip-p4: 4 px patches, 257 image tokens, width 96, 8 + 8 layers), the

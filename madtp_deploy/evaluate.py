@@ -3,6 +3,7 @@ for MADTP (the model as loaded) or a peer on its weights (`method`, madtp_deploy
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -44,10 +45,7 @@ def encode_all(model: MadtpCLIP, pixels, ids, mask, batch_size: int = 64):
 
 
 def recalls(img: torch.Tensor, txt: torch.Tensor, split: RetrievalSplit) -> dict:
-    img = torch.nn.functional.normalize(img, dim=-1)
-    txt = torch.nn.functional.normalize(txt, dim=-1)
-    sims = img @ txt.t()
-    return recalls_from_scores(sims, sims.t(), split)
+    return recalls_from_ranks(*gallery_ranks(img, txt, split))
 
 
 def ranks(i2t: torch.Tensor, t2i: torch.Tensor, split: RetrievalSplit) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,16 +63,44 @@ def ranks(i2t: torch.Tensor, t2i: torch.Tensor, split: RetrievalSplit) -> tuple[
     return i2t_rank, t2i_rank
 
 
-def recalls_from_scores(i2t: torch.Tensor, t2i: torch.Tensor, split: RetrievalSplit) -> dict:
-    """Recall@1/5/10 both ways from score matrices i2t [images, texts] and t2i [texts, images]
-    (equal up to transposition for cosine ranking; not for BLIP's ITM re-ranking)."""
-    i2t_rank, t2i_rank = ranks(i2t, t2i, split)
+def gallery_ranks(img: torch.Tensor, txt: torch.Tensor, split: RetrievalSplit, gallery: int | None = None):
+    """ranks() by cosine similarity, each query ranked within its gallery: consecutive folds of `gallery`
+    images and their captions (COCO's 5-fold 1K protocol: more queries, the same task as a split of
+    `gallery` images); None: the whole split, one gallery."""
+    n = len(split.img2txt)
+    gallery = gallery or n
+    if gallery < 1 or n % gallery:
+        raise UsageError(f"gallery {gallery}: {n} images are not a whole number of galleries; fix: a divisor of {n}")
+    img = torch.nn.functional.normalize(img, dim=-1)
+    txt = torch.nn.functional.normalize(txt, dim=-1)
+    r_txt, r_img = torch.empty(n), torch.empty(len(split.txt2img))
+    for start in range(0, n, gallery):
+        images = range(start, start + gallery)
+        caps = [c for i in images for c in split.img2txt[i]]
+        local = {c: j for j, c in enumerate(caps)}
+        fold = dataclasses.replace(split, images=[split.images[i] for i in images],
+                                   captions=[split.captions[c] for c in caps], caption_where=None,
+                                   img2txt=[[local[c] for c in split.img2txt[i]] for i in images],
+                                   txt2img=[split.txt2img[c] - start for c in caps])
+        sims = img[start:start + gallery] @ txt[caps].t()
+        r_txt[start:start + gallery], r_img[caps] = ranks(sims, sims.t(), fold)
+    return r_txt, r_img
+
+
+def recalls_from_ranks(i2t_rank: torch.Tensor, t2i_rank: torch.Tensor) -> dict:
+    """Recall@1/5/10 both ways (percent) from each query's rank (0 = first)."""
     out = {}
     for k in (1, 5, 10):
         out[f"txt_r{k}"] = 100.0 * float((i2t_rank < k).float().mean())
         out[f"img_r{k}"] = 100.0 * float((t2i_rank < k).float().mean())
     out["r_mean"] = sum(out.values()) / 6
     return out
+
+
+def recalls_from_scores(i2t: torch.Tensor, t2i: torch.Tensor, split: RetrievalSplit) -> dict:
+    """Recall@1/5/10 both ways from score matrices i2t [images, texts] and t2i [texts, images]
+    (equal up to transposition for cosine ranking; not for BLIP's ITM re-ranking)."""
+    return recalls_from_ranks(*ranks(i2t, t2i, split))
 
 
 def paired_difference(a, b, k: int = 1, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -96,14 +122,15 @@ def _stats(x: torch.Tensor) -> dict:
 
 
 def evaluate(model: Any, split: RetrievalSplit, tokenizer, batch_size: int = 64, pixels=None,
-             method: str = "madtp", knob=None, match=None, want_ranks: bool = False, log=None, texts=None) -> dict:
+             method: str = "madtp", knob=None, match=None, want_ranks: bool = False, log=None, texts=None,
+             gallery: int | None = None) -> dict:
     """Recalls, GFLOPs and kept tokens of `model` on a split. `method` "madtp": the model as loaded
     (its temperature and mode); a peer ("tome", "topk", "lowres"): that peer on the model's weights,
     the text tower dense, at `knob`, or at the knob whose per-image GFLOPs equal the mean own-token
     image GFLOPs of the model `match` on this split's images (peers.match; within 2% where the knob
     allows, `log` gets the line). `want_ranks`: also each query's rank (for paired statistics).
     `texts`: (embeds, kept, tokens in) of the split's captions, when already encoded (the peers share
-    their model's dense text tower)."""
+    their model's dense text tower). `gallery`: recalls within folds of that many images (gallery_ranks)."""
     from . import peers
 
     matched = None
@@ -128,13 +155,14 @@ def evaluate(model: Any, split: RetrievalSplit, tokenizer, batch_size: int = 64,
         fi = model.image_flops(len(img))
     ft = flops.text_flops(model.spec, tin, tkept, pruning)
     per_pair = flops.pair_gflops(fi, ft)
+    r_txt, r_img = gallery_ranks(img, txt, split, gallery)
     dense_image, dense_text = flops.dense_flops(model.spec, int(tin[0]))
     dense = dense_image.gflops + dense_text.gflops
     out = {
-        **recalls(img, txt, split),
+        **recalls_from_ranks(r_txt, r_img),
         "method": method, "knob": None if method == "madtp" else model.knob,
         "mode": model.mode, "batch_size": batch_size, "temperature": model.temperature,
-        "images": len(img), "captions": len(txt),
+        "images": len(img), "captions": len(txt), "gallery": gallery or len(img),
         "gflops_image": _stats(fi.gflops), "gflops_text": _stats(ft.gflops),
         "gflops_image_dense": float(dense_image.gflops),
         "gflops_per_pair": float(per_pair.mean()), "gflops_dense_per_pair": float(dense),
@@ -147,8 +175,5 @@ def evaluate(model: Any, split: RetrievalSplit, tokenizer, batch_size: int = 64,
         out["match"] = {"target_gflops_image": matched.target, "gflops_image": matched.gflops,
                         "error": matched.error, "within_tolerance": matched.within, "tolerance": peers.TOLERANCE}
     if want_ranks:
-        i, t = (torch.nn.functional.normalize(e, dim=-1) for e in (img, txt))
-        sims = i @ t.t()
-        r_txt, r_img = ranks(sims, sims.t(), split)
         out["ranks"] = {"txt": r_txt.long().tolist(), "img": r_img.long().tolist()}
     return out

@@ -75,15 +75,18 @@ def test_the_script_measures_each_pair_on_the_test_split_and_writes_its_section(
     pruned = _save(madtp_deploy.load("clip-tiny-test", temperature=3.0), tmp_path / "x.pt")
     (tmp_path / "RESULTS.md").write_text("# r\n\n<!-- gap-t:begin -->\nold\n<!-- gap-t:end -->\ntail\n")
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gap.py"), "--data", str(scenes_dir), "--tag", "gap-t",
-                        "--out", str(tmp_path), "--pairs", f"a={control}:{pruned},b={control}:{control}"],
+                        "--gallery", "8", "--out", str(tmp_path), "--pairs", f"a={control}:{pruned},b={control}:{control}"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     rec = json.loads((tmp_path / "results-gap-t.json").read_text())
     split = dataset.load(scenes_dir, "test")
-    want = {}
-    for path in (control, pruned):
+    want, whole = {}, {}
+    for path in (control, pruned):  # recall within galleries of 8 of the 24 test images: not the whole split's
         m = madtp_deploy.load(path, mode="invariant")
-        want[path] = evaluate(m, split, dataset.tokenizer_for(scenes_dir, m.spec), batch_size=64)
+        want[path] = evaluate(m, split, dataset.tokenizer_for(scenes_dir, m.spec), batch_size=64, gallery=8)
+        whole[path] = evaluate(m, split, dataset.tokenizer_for(scenes_dir, m.spec), batch_size=64)
+    assert want[control]["txt_r1"] != whole[control]["txt_r1"] and rec["gallery"] == 8
+    assert rec["pairs"][0]["control"]["txt_r1"] == pytest.approx(want[control]["txt_r1"])
     a, b = rec["pairs"]
     for k in ("txt_r1", "img_r1"):
         assert a["gap"][k]["mean"] == pytest.approx(want[pruned][k] - want[control][k])
