@@ -67,7 +67,7 @@ shipped-curve: setup
 # The compression recipe's gap at three seeds (issue 21): 0.7 and its `--reduce 0` control at seeds 0, 1, 2 from the
 # shipped dense checkpoint, 12 epochs at SEED_LR (the shipped recipe's 2e-4 unless given), measured on 5,000 test
 # images (data/scenes-t5k: the same train / val as data/scenes, whose 500 test images are its first) with the test
-# sampling and the seeds' noise apart (scripts/gap.py -> docs/results-gap-lrSEED_LR.json). About 75 minutes on 2 cores.
+# sampling and the seeds' noise apart (scripts/gap.py -> docs/results-gap-lrSEED_LR.json). About 55 minutes on 2 cores.
 SEED_LR ?= 2e-4
 SEED_RUNS = runs/seeds-lr$(SEED_LR)
 shipped-seeds: setup
