@@ -319,10 +319,13 @@ def eval_(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
                                      "the model's weights, dense: tome, topk or lowres (CLIP)"),
           match: Optional[str] = typer.Option(None, "--match", help="a peer's knob: the one whose mean image "
                                               "GFLOPs on this split equal this MADTP model's (within 2%)"),
+          gallery: Optional[int] = typer.Option(None, "--gallery", help="CLIP: rank each query among "
+                                                "consecutive folds of N images (COCO's 5-fold 1K protocol: "
+                                                "1000 of 5,000); default: the whole split"),
           json_out: Optional[Path] = typer.Option(None, "--json")) -> None:
     """Retrieval recall@1/5/10 both ways (BLIP: by ITC and after ITM re-ranking) or NLVR2 accuracy,
     per-instance GFLOPs and kept tokens per layer. With --method tome|topk|lowres --match MODEL: a peer
-    at MODEL's GFLOPs (its knob printed)."""
+    at MODEL's GFLOPs (its knob printed). With --gallery N: CLIP recall within galleries of N images."""
     import json
 
     from . import families, load
@@ -350,6 +353,8 @@ def eval_(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
         if reference is not None:
             families.of(reference).require("peers", f"--match {match}")
         extra = {"method": method, "match": reference, "log": console.print}
+    if gallery is not None:  # the evaluator refuses it where it does not rank within galleries
+        extra["gallery"] = gallery
     r = family.hook("evaluator")(m, data, split, batch_size, tokenizer=tokenizer, k=k, **extra)
     r["model"] = model
     if method != "madtp":

@@ -82,6 +82,35 @@ def test_eval_a_peer_matched_to_madtp(scenes_dir, tmp_path):
     assert bad.returncode == 2 and "--match" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_eval_gallery_ranks_within_folds_and_is_refused_where_it_means_nothing(scenes_dir, tmp_path):
+    """Catches: --gallery parsed but not passed to the evaluator (whole-split recall reported as the
+    galleries'), a non-divisor accepted or refused with a traceback, and a BLIP evaluator swallowing
+    --gallery silently (its recall is not within galleries)."""
+    import json
+
+    common = ["eval", "--model", "clip-tiny-test", "--temperature", "3", "--data", str(scenes_dir), "--batch-size", "8"]
+    whole = run(*common, "--json", str(tmp_path / "whole.json"))
+    folds = run(*common, "--gallery", "8", "--json", str(tmp_path / "folds.json"))
+    assert whole.returncode == 0 and folds.returncode == 0, whole.stderr + folds.stderr
+    w, f = (json.loads((tmp_path / n).read_text()) for n in ("whole.json", "folds.json"))
+    assert w["gallery"] == w["images"] == 24 and f["gallery"] == 8
+    assert "3 galleries of 8 images" in folds.stdout
+    # fewer distractors: no query ranks worse, and on 24 images some rank better (recall@1 of a tiny model)
+    keys = ("txt_r1", "txt_r5", "img_r1", "img_r5")
+    assert all(f[k] >= w[k] for k in keys) and any(f[k] > w[k] for k in keys)
+    bad = run(*common, "--gallery", "7")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "divisor of 24" in bad.stderr
+
+
+def test_blip_evaluators_refuse_a_gallery(scenes_dir):
+    from madtp_deploy.errors import UsageError
+    from madtp_deploy.families import evaluators
+
+    for evaluate in (evaluators.evaluate_retrieval, evaluators.evaluate_nlvr):
+        with pytest.raises(UsageError, match="--gallery 8: BLIP .* fix: drop --gallery"):
+            evaluate(None, scenes_dir, "test", 8, gallery=8)
+
+
 def test_train_ramp_reaches_the_loop_and_a_ramp_longer_than_the_run_is_refused(scenes_dir, tmp_path):
     """Bugs caught: `--ramp` parsed but not passed on to the training config (the run compresses at once, with
     the reference's initial search), and a ramp longer than the run accepted (its final target never reached)
