@@ -57,7 +57,8 @@ def table(record: dict) -> list[str]:
     lines = [f"Test split of `{record['data']}`: {q['images']} images (txt R@1 queries), {q['captions']} captions "
              f"(img R@1 queries), each ranked within a gallery of {record['gallery']} images and their captions. "
              "± : the paired bootstrap's standard deviation over the test queries (2,000 "
-             "resamples); for the mean, also the seeds' (the pairs' spread / sqrt(pairs)) and both combined.", "",
+             "resamples)" + ("" if record.get("levels") else "; for the mean, also the seeds' (the pairs' spread / "
+                            "sqrt(pairs)) and both combined") + ".", "",
              "| pair | control txt / img R@1 | compressed txt / img R@1 | removed (T) | Δ txt R@1 | Δ img R@1 |",
              "|---|---|---|---|---|---|"]
     for r in record["pairs"]:
@@ -66,7 +67,7 @@ def table(record: dict) -> list[str]:
                      f"{100 * r['removed']:.1f}% ({r['temperature']:.2f}) | "
                      + " | ".join(f"{r['gap'][k]['mean']:+.1f} ± {r['gap'][k]['sd_test']:.1f}" for k, _ in R1) + " |")
     m = record["mean"]
-    if m["pairs"] > 1:
+    if m["pairs"] > 1 and not record.get("levels"):
         cells = [f"**{g['mean']:+.1f}** ± {g['sd_test']:.1f} (test), ± {g['sd_seeds']:.1f} (seeds), ± {g['sd']:.1f}"
                  for g in (m["gap"][k] for k, _ in R1)]
         lines.append(f"| mean of {m['pairs']} | {m['control']['txt_r1']:.1f} / {m['control']['img_r1']:.1f} | "
@@ -81,6 +82,8 @@ def main() -> None:
     ap.add_argument("--pairs", required=True, help="label=CONTROL:COMPRESSED,... (checkpoints or shipped names)")
     ap.add_argument("--gallery", type=int, help="images per gallery (a divisor of the split's; default: all)")
     ap.add_argument("--tag", required=True, help="docs/results-TAG.json and the TAG markers in docs/RESULTS.md")
+    ap.add_argument("--levels", action="store_true", help="the pairs are different settings (e.g. --reduce "
+                    "levels), not seeds of one: no mean row in the table")
     ap.add_argument("--out", default="docs")
     a = ap.parse_args()
     given = []
@@ -107,7 +110,7 @@ def main() -> None:
     pairs = [(label, run(control), run(compressed)) for label, control, compressed in given]
     record = {"data": a.data, "pairs_given": a.pairs, "mode": "invariant", "batch_size": 64,
               "queries": {"images": len(split.img2txt), "captions": len(split.txt2img)},
-              "gallery": a.gallery or len(split.img2txt), **gaps(pairs)}
+              "gallery": a.gallery or len(split.img2txt), "levels": a.levels, **gaps(pairs)}
     write_text_atomic(out / f"results-{a.tag}.json", json.dumps(record, indent=2))
     lines = table(record)
     print("\n".join(lines))

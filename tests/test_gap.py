@@ -60,6 +60,11 @@ def test_gaps_per_pair_and_their_mean_with_test_and_seed_noise():
     g = m["gap"]["img_r1"]
     assert g["sd"] == pytest.approx((g["sd_test"] ** 2 + g["sd_seeds"] ** 2) ** 0.5) and g["sd_test"] > 0
     assert gap.gaps([("0", c0, x0)])["mean"]["gap"]["txt_r1"]["sd_seeds"] is None
+    # --levels: the pairs are different settings, whose mean means nothing: no mean row
+    rows = gap.table({"data": "d", "queries": {"images": 4, "captions": 8}, "gallery": 4, **rec})
+    assert rows[-1].startswith("| mean of 2 |")
+    rows = gap.table({"data": "d", "queries": {"images": 4, "captions": 8}, "gallery": 4, "levels": True, **rec})
+    assert rows[-1].startswith("| 1 |")
 
 
 def _save(model, path):
