@@ -56,13 +56,19 @@ def bipartite_merge(x: torch.Tensor, size: torch.Tensor, keys: torch.Tensor, r: 
     return x, size
 
 
+def mergeable(tokens: int) -> int:
+    """How many of a layer's patch tokens bipartite matching can merge, for `tokens` (CLS included): all of
+    set A (ceil(patches / 2) = tokens // 2), given a B token to merge into: none when one patch is left."""
+    return tokens // 2 if tokens > 2 else 0
+
+
 def even_schedule(total: int, layers: int, tokens: int) -> tuple[int, ...]:
     """r per layer: `total` spread as evenly as possible (the first layers take the remainder), each
     capped at what bipartite matching can merge in that layer (half its patch tokens, the paper's
     limit) for `tokens` (CLS included) entering the first layer."""
     out, n = [], tokens
     for i in range(layers):
-        r = min(total // layers + (1 if i < total % layers else 0), n // 2)
+        r = min(total // layers + (1 if i < total % layers else 0), mergeable(n))
         out.append(r)
         n -= r
     return tuple(out)
@@ -80,8 +86,8 @@ class ToMeCLIP(PeerCLIP):
         if len(self.r) != layers or any(v < 0 for v in self.r):
             raise ValueError(f"ToMe r {r!r}: need {layers} values >= 0 (one per layer) or one total")
         for i, v in enumerate(self.r):
-            if v > n // 2:  # n - 1 patch tokens: set A holds ceil((n - 1) / 2) = n // 2
-                raise ValueError(f"ToMe r {self.r}: layer {i} has {n - 1} patch tokens, merges at most {n // 2}")
+            if v > mergeable(n):
+                raise ValueError(f"ToMe r {self.r}: layer {i} has {n - 1} patch tokens, merges at most {mergeable(n)}")
             n -= v
 
     @property

@@ -64,6 +64,20 @@ def test_even_schedule_caps_at_half_the_patches():
     assert even_schedule(400, 4, 65) == (32, 16, 8, 4)
 
 
+def test_one_patch_token_left_merges_nothing():
+    """Catches: the cap letting the last patch token merge with no B token to merge into (an IndexError
+    inside bipartite_merge when a budget merges deep models down to CLS + 1, e.g. ToMe matched to the
+    shipped 8-layer model)."""
+    assert even_schedule(100, 8, 17) == (8, 4, 2, 1, 0, 0, 0, 0)   # 16 -> 8 -> 4 -> 2 -> 1 patch tokens
+    dense = madtp_deploy.load("madtp-clip-deep", temperature=0.0)  # 8 layers, 64 patches
+    with pytest.raises(ValueError, match="layer 6 has 1 patch tokens, merges at most 0"):
+        ToMeCLIP(dense, (32, 16, 8, 4, 2, 1, 1, 0))
+    peer = ToMeCLIP(dense, 400)                                     # the largest budget: down to CLS + 1
+    assert peer.r == (32, 16, 8, 4, 2, 1, 0, 0)
+    enc = peer.encode_image(torch.randn(2, 3, dense.spec.image_size, dense.spec.image_size))
+    assert torch.isfinite(enc.embeds).all() and enc.kept[:, -1].tolist() == [2, 2]  # CLS + 1 after layer 6
+
+
 def test_topk_fuse_by_hand():
     score = torch.tensor([[0.1, 0.4, 0.2, 0.3]])
     out = topk_fuse(_tokens(), score, 2)
