@@ -34,6 +34,9 @@ def main() -> None:
             scenes.generate(Path(a.data), n_train=4000, n_val=300, n_test=500, seed=0)  # = make-data's defaults
         dense = SHIPPED_NAMES["shipped-dense"]
         acc = report.accuracy(a.data, "shipped", dense if dense.is_file() else None)
+        for key in ("data", "dense"):  # records name files relative to the repository
+            if acc.get(key) and Path(acc[key]).resolve().is_relative_to(ROOT):
+                acc[key] = str(Path(acc[key]).resolve().relative_to(ROOT))
         import json
 
         write_text_atomic(out / "peers-accuracy.json", json.dumps(acc, indent=2))
