@@ -353,7 +353,8 @@ def eval_(model: str = typer.Option("shipped", "--model", help=MODEL_HELP),
         if reference is not None:
             families.of(reference).require("peers", f"--match {match}")
         extra = {"method": method, "match": reference, "log": console.print}
-    if gallery is not None:  # the evaluator refuses it where it does not rank within galleries
+    if gallery is not None:
+        family.require("gallery", f"--gallery {gallery}")
         extra["gallery"] = gallery
     r = family.hook("evaluator")(m, data, split, batch_size, tokenizer=tokenizer, k=k, **extra)
     r["model"] = model

@@ -100,15 +100,20 @@ def test_eval_gallery_ranks_within_folds_and_is_refused_where_it_means_nothing(s
     assert all(f[k] >= w[k] for k in keys) and any(f[k] > w[k] for k in keys)
     bad = run(*common, "--gallery", "7")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "divisor of 24" in bad.stderr
+    blip = run("eval", "--model", "blip-nlvr-tiny", "--data", str(scenes_dir), "--gallery", "8")
+    assert blip.returncode == 2 and blip.stderr.count("\n") == 1 and "fix: drop --gallery" in blip.stderr
 
 
-def test_blip_evaluators_refuse_a_gallery(scenes_dir):
+def test_blip_families_refuse_a_gallery():
+    """Catches: a BLIP family registered with the gallery feature, whose evaluator would swallow --gallery
+    (its recall is not within galleries)."""
+    from madtp_deploy import families
     from madtp_deploy.errors import UsageError
-    from madtp_deploy.families import evaluators
 
-    for evaluate in (evaluators.evaluate_retrieval, evaluators.evaluate_nlvr):
-        with pytest.raises(UsageError, match="--gallery 8: BLIP .* fix: drop --gallery"):
-            evaluate(None, scenes_dir, "test", 8, gallery=8)
+    for name in ("blip-retrieval", "blip-nlvr"):
+        with pytest.raises(UsageError, match="--gallery 8: .* BLIP .* fix: drop --gallery"):
+            families.get(name).require("gallery", "--gallery 8")
+    families.get("clip").require("gallery", "--gallery 8")
 
 
 def test_train_ramp_reaches_the_loop_and_a_ramp_longer_than_the_run_is_refused(scenes_dir, tmp_path):

@@ -30,6 +30,7 @@ FEATURES = {
     "eval": ("evaluation", "evaluate a model of a family that has it"),
     "bench": ("benchmarks", "bench a model of a family that has it"),
     "peers": ("the peers (ToMe, top-k, low resolution)", "evaluate it with --method madtp"),
+    "gallery": ("recalls within galleries (`eval --gallery`)", "drop --gallery"),
 }
 
 

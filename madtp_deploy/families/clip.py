@@ -22,5 +22,5 @@ register(Family(
     evaluator="madtp_deploy.families.evaluators:evaluate_clip", eval_report="madtp_deploy.families.evaluators:clip_report",
     bench="madtp_deploy.benchmark.runner:run_image_bench", serving="madtp_deploy.serve.table:CLIP",
     bench_variants=("dense", "reference", "invariant", "packed", "static", "tome", "topk", "lowres", "invariant-int8", "packed-int8", "static-int8"),
-    features=frozenset({"static", "aoti", "calibrate", "serve", "train", "eval", "bench", "peers"}),
+    features=frozenset({"static", "aoti", "calibrate", "serve", "train", "eval", "bench", "peers", "gallery"}),
 ))

@@ -3,8 +3,6 @@ Named by the registry (families/clip.py, blip.py) and imported only when `eval` 
 
 from __future__ import annotations
 
-from ..errors import UsageError
-
 RECALL_KEYS = ("txt_r1", "txt_r5", "txt_r10", "img_r1", "img_r5", "img_r10")
 
 
@@ -23,12 +21,6 @@ def evaluate_clip(model, data, split: str, batch_size: int, tokenizer=None, meth
     return r
 
 
-def _no_gallery(gallery: int | None, title: str) -> None:
-    if gallery is not None:
-        raise UsageError(f"--gallery {gallery}: {title} evaluation does not rank within galleries; fix: drop "
-                         f"--gallery (CLIP retrieval has it)")
-
-
 def clip_report(r: dict) -> tuple[list[str], list[list[str]], list[str]]:
     columns = [*RECALL_KEYS, "GFLOPs/pair", "reduction"]
     rows = [[f"{r[k]:.2f}" for k in RECALL_KEYS] + [f"{r['gflops_per_pair']:.4f}",
@@ -41,10 +33,8 @@ def clip_report(r: dict) -> tuple[list[str], list[list[str]], list[str]]:
     return columns, rows, [*notes, f"kept image tokens per layer: {[round(v, 1) for v in r['kept_image_per_layer']]}"]
 
 
-def evaluate_retrieval(model, data, split: str, batch_size: int, tokenizer=None, k: int = 16,
-                       gallery: int | None = None, **_) -> dict:
+def evaluate_retrieval(model, data, split: str, batch_size: int, tokenizer=None, k: int = 16, **_) -> dict:
     """Recall by ITC and after ITM re-ranking of the top k, GFLOPs per pair (ITC) and per re-ranked pair."""
-    _no_gallery(gallery, "BLIP retrieval")
     from ..data import dataset
     from ..train.blip_retrieval import evaluate, tokenizer_for
 
@@ -70,10 +60,8 @@ def retrieval_report(r: dict) -> tuple[list[str], list[list[str]], list[str]]:
     return columns, rows, notes
 
 
-def evaluate_nlvr(model, data, split: str, batch_size: int, tokenizer=None, gallery: int | None = None,
-                  **_) -> dict:
+def evaluate_nlvr(model, data, split: str, batch_size: int, tokenizer=None, **_) -> dict:
     """NLVR2 accuracy, GFLOPs per instance (an image pair and its statement) and kept tokens."""
-    _no_gallery(gallery, "BLIP NLVR2")
     from ..data import nlvr
     from ..train.blip_nlvr import evaluate, tokenizer_for
 
