@@ -48,7 +48,8 @@ clean:
 # same CPU kernels (26.5 minutes on an AVX-512 machine wrote the shipped files byte for byte), not across CPUs.
 SHIPPED_TRAIN := OMP_NUM_THREADS=2 $(CLI) train --data data/scenes --seed 0
 # lr 5e-4 since 2026-12-06 (2e-4 before: its three-seed gap missed issue 21's bar, docs/RESULTS.md)
-COMPRESS_RECIPE := --epochs 12 --lr 5e-4 --control-every 40
+COMPRESS_LR := 5e-4
+COMPRESS_RECIPE := --epochs 12 --lr $(COMPRESS_LR) --control-every 40
 SHIPPED_COMPRESS := --init runs/deep/dense/madtp.pt $(COMPRESS_RECIPE)
 # the recipe p4-curve and p4b-curve were measured with (docs/RESULTS.md), kept so that they reproduce
 P4_COMPRESS := --epochs 12 --lr 2e-4 --control-every 40
@@ -68,11 +69,11 @@ shipped-curve: setup
 	    dense=runs/deep/dense/madtp.pt,0=runs/deep/p0/madtp.pt,0.5=runs/deep/p0.5/madtp.pt,0.7=runs/deep/p0.7/madtp.pt,0.8=runs/deep/p0.8/madtp.pt
 
 # The compression recipe's gap at three seeds (issue 21): 0.7 and its `--reduce 0` control at seeds 0, 1, 2 from the
-# shipped dense checkpoint, 12 epochs at SEED_LR (the shipped recipe's 5e-4 unless given), measured on 5,000 test
+# shipped dense checkpoint, 12 epochs at SEED_LR (the shipped recipe's COMPRESS_LR unless given), measured on 5,000 test
 # images (data/scenes-t5k: the same train / val as data/scenes, whose 500 test images are its first) with the test
 # sampling and the seeds' noise apart (scripts/gap.py -> docs/results-gap-lrSEED_LR.json). 47-55 minutes on 2 cores.
 # SEEDS: the seeds trained; GAP_SEEDS: those measured (more seeds later: SEEDS="3 4" GAP_SEEDS="0 1 2 3 4").
-SEED_LR ?= 5e-4
+SEED_LR ?= $(COMPRESS_LR)
 SEED_RUNS = runs/seeds-lr$(SEED_LR)
 SEEDS ?= 0 1 2
 GAP_SEEDS ?= $(SEEDS)
