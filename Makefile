@@ -106,23 +106,28 @@ p4b-curve: setup
 	    --compare-heads "32-epoch dense start,44-epoch dense start" --runs \
 	    dense=runs/p4/p0/madtp.pt,0=runs/p4b/p0/madtp.pt,0.7=runs/p4b/p0.7/madtp.pt,0.8=runs/p4b/p0.8/madtp.pt
 
-# The BLIP NLVR2 curve of docs/RESULTS.md (issue 21, item 3; about 52 minutes of training on 2 cores). As BLIP: pre-train
-# (ITC + ITM on the scenes captions, blip-retrieval-deep), fine-tune NLVR2 from it (`--pretrained`: each
-# cross-attention copied for both images) on the generated pairs, then from that dense model a `--reduce 0`
-# control and 0.5 / 0.7 / 0.8, each as long; then the study (docs/results-nlvr-deep.json / .png).
+# The BLIP NLVR2 curve of docs/RESULTS.md (issue 21, item 3; about 52 minutes of training on 2 cores at 32 px). As
+# BLIP: pre-train (ITC + ITM on the scenes captions, blip-retrieval-deep), fine-tune NLVR2 from it (`--pretrained`:
+# each cross-attention copied for both images) on the generated pairs, then from that dense model a `--reduce 0`
+# control and 0.8 / 0.7 / 0.5, each as long; then the study (docs/results-nlvr-deep.json / .png).
+# `make nlvr-curve NLVR_PX=64`: the same at 64 px (blip-*-deep64, data/nlvr-big64, runs/blipdeep64,
+# docs/results-nlvr-deep64.*), 65 tokens per image instead of 17.
+NLVR_PX ?=
+NLVR_DATA := data/nlvr-big$(NLVR_PX)
+NLVR_RUNS := runs/blipdeep$(NLVR_PX)
 NLVR_TRAIN := OMP_NUM_THREADS=2 $(CLI) train --seed 0 --wd 0.05
-NLVR_COMPRESS := --data data/nlvr-big --init runs/blipdeep/dense/madtp.pt --epochs 4 --batch-size 32 --lr 5e-5 \
+NLVR_COMPRESS := --data $(NLVR_DATA) --init $(NLVR_RUNS)/dense/madtp.pt --epochs 4 --batch-size 32 --lr 5e-5 \
                  --control-every 40
 nlvr-curve: setup
 	$(CLI) make-data --output data/scenes
-	$(CLI) make-data --task nlvr --output data/nlvr-big --train 16000 --val 500 --test 500
-	$(NLVR_TRAIN) --data data/scenes --output runs/blipdeep/pre --init blip-retrieval-deep --epochs 8 --batch-size 64 \
-	    --lr 3e-4 --warmup 200
-	$(NLVR_TRAIN) --data data/nlvr-big --output runs/blipdeep/dense --init blip-nlvr-deep \
-	    --pretrained runs/blipdeep/pre/madtp.pt --epochs 10 --batch-size 32 --lr 5e-5 --warmup 100
-	for p in 0 0.5 0.7 0.8; do $(NLVR_TRAIN) --output runs/blipdeep/p$$p --reduce $$p $(NLVR_COMPRESS) || exit 1; done
-	$(PY) scripts/study.py --task nlvr --data data/nlvr-big --ablate none --ref-batch 32 --tag nlvr-deep --runs \
-	    dense=runs/blipdeep/dense/madtp.pt,0=runs/blipdeep/p0/madtp.pt,0.5=runs/blipdeep/p0.5/madtp.pt,0.7=runs/blipdeep/p0.7/madtp.pt,0.8=runs/blipdeep/p0.8/madtp.pt
+	$(CLI) make-data --task nlvr --output $(NLVR_DATA) --train 16000 --val 500 --test 500 --image-size $(or $(NLVR_PX),32)
+	$(NLVR_TRAIN) --data data/scenes --output $(NLVR_RUNS)/pre --init blip-retrieval-deep$(NLVR_PX) --epochs 8 \
+	    --batch-size 64 --lr 3e-4 --warmup 200
+	$(NLVR_TRAIN) --data $(NLVR_DATA) --output $(NLVR_RUNS)/dense --init blip-nlvr-deep$(NLVR_PX) \
+	    --pretrained $(NLVR_RUNS)/pre/madtp.pt --epochs 10 --batch-size 32 --lr 5e-5 --warmup 100
+	for p in 0 0.8 0.7 0.5; do $(NLVR_TRAIN) --output $(NLVR_RUNS)/p$$p --reduce $$p $(NLVR_COMPRESS) || exit 1; done
+	$(PY) scripts/study.py --task nlvr --data $(NLVR_DATA) --ablate none --ref-batch 32 --tag nlvr-deep$(NLVR_PX) --runs \
+	    dense=$(NLVR_RUNS)/dense/madtp.pt,0=$(NLVR_RUNS)/p0/madtp.pt,0.5=$(NLVR_RUNS)/p0.5/madtp.pt,0.7=$(NLVR_RUNS)/p0.7/madtp.pt,0.8=$(NLVR_RUNS)/p0.8/madtp.pt
 
 # NVIDIA ModelOpt's ONNX quantizer (FP8, ModelOpt INT8) in its OWN venv: it pulls onnxruntime-gpu,
 # which overwrites the CPU onnxruntime of .venv. The CPU torch goes in first (else a CUDA build).

@@ -190,6 +190,12 @@ register(BlipSpec("blip-nlvr-deep", "nlvr", 32, 8, 128, 6, 2, 256, 64, 128, 6, 2
                   merge_from=3, sd_num=16, sd_dim=128))
 register(BlipSpec("blip-retrieval-deep", "retrieval", 32, 8, 128, 6, 2, 256, 64, 128, 6, 2, 256, max_positions=32,
                   embed_dim=64, sd_num=16, sd_dim=128))
+# The same towers at 64 px (64 patches + CLS per image, as the shipped CLIP): 17 tokens per image cap the
+# reduction near 63% (docs/RESULTS.md); the above-mean floor leaves far fewer of 65 tokens per layer.
+register(BlipSpec("blip-nlvr-deep64", "nlvr", 64, 8, 128, 6, 2, 256, 64, 128, 6, 2, 256, max_positions=32,
+                  merge_from=3, sd_num=16, sd_dim=128))
+register(BlipSpec("blip-retrieval-deep64", "retrieval", 64, 8, 128, 6, 2, 256, 64, 128, 6, 2, 256,
+                  max_positions=32, embed_dim=64, sd_num=16, sd_dim=128))
 register(BlipSpec("blip-retrieval-tiny", "retrieval", 32, 8, 128, 2, 2, 256, 64, 128, 2, 2, 256,
                   max_positions=32, embed_dim=64, sd_num=16, sd_dim=128))
 

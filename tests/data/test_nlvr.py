@@ -123,3 +123,22 @@ def test_cli_make_data_and_eval_dispatch_on_nlvr(nlvr_dir, tmp_path):
                                  "--val", "8", "--test", "0"])
     assert r.exit_code == 0, r.output
     assert len(nlvr.load(tmp_path / "d", "val")) == 8
+    from PIL import Image
+    assert Image.open(next((tmp_path / "d" / "images").glob("*.png"))).size == (32, 32)  # the task's default
+
+
+def test_cli_make_data_image_size_reaches_the_images(tmp_path):
+    """--image-size draws the pairs at that side (blip-nlvr-deep64 wants 64 px); a bug that dropped the
+    option would leave the 32 px default."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from madtp_deploy.cli import app
+
+    for task, size in (("nlvr", 64), ("scenes", 48)):
+        out = tmp_path / task
+        r = CliRunner().invoke(app, ["make-data", "--task", task, "--output", str(out), "--train", "2", "--val", "1",
+                                     "--test", "1", "--image-size", str(size)])
+        assert r.exit_code == 0, r.output
+        sizes = {Image.open(f).size for f in (out / "images").glob("*.png")}
+        assert sizes == {(size, size)}, (task, sizes)

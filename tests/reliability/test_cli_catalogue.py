@@ -74,6 +74,8 @@ CASES = {
     "make-data-output-under-file": lambda c: (["make-data", "--output", _file(c.tmp) / "d", "--train", 1],
                                               ["--output", "afile"]),
     "make-data-negative": lambda c: (["make-data", "--output", c.out, "--train", -5], ["--train -5"]),
+    "make-data-image-size-negative": lambda c: (["make-data", "--output", c.out, "--image-size", -1], ["--image-size -1"]),
+    "make-data-image-size-tiny": lambda c: (["make-data", "--output", c.out, "--image-size", 4], ["--image-size 4"]),
     # train: options
     **{f"train-{opt}-{v}": (lambda opt, v: lambda c: (
         ["train", "--data", c.scenes, "--output", c.out, "--init", TINY, f"--{opt}", v], [f"--{opt}"]))(opt, v)
