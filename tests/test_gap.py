@@ -107,3 +107,48 @@ def test_a_malformed_pair_is_a_one_line_usage_error(scenes_dir, tmp_path):
                         "--out", str(tmp_path), "--pairs", "a=only-one.pt"], capture_output=True, text=True)
     assert r.returncode == 2 and "--pairs" in r.stderr and "CONTROL:COMPRESSED" in r.stderr
     assert "Traceback" not in r.stderr and not list(tmp_path.iterdir())
+
+
+def test_on_nlvr2_the_gap_is_the_accuracy_difference_over_the_same_pairs(tmp_path):
+    """An NLVR2 dataset: each pair's rank of the true answer is 0 when correct, so the gap is the accuracy
+    difference on the same pairs (a bug that compared recalls, or paired pairs out of order, moves it)."""
+    from madtp_deploy.data import nlvr
+    from madtp_deploy.train.blip_nlvr import evaluate, tokenizer_for
+
+    from madtp_deploy.train.blip_nlvr import run_nlvr
+
+    data = nlvr.generate(tmp_path / "nlvr", n_train=4, n_val=4, n_test=32, seed=5)
+    split = nlvr.load(data, "test")
+    torch.manual_seed(0)
+    base = madtp_deploy.load("blip-nlvr-tiny", mode="invariant")
+    # random weights answer "true" to every pair; centring the head's margin on its median makes the dense
+    # answers split, so that pruning flips some of them
+    logits = run_nlvr(base, *split.pixels(32), *tokenizer_for(data)(split.sentences), 64)[0]
+    with torch.no_grad():
+        base.cls_head[2].bias[1] -= (logits[:, 1] - logits[:, 0]).median()
+    control, pruned = tmp_path / "c.pt", tmp_path / "x.pt"
+    for path, t in ((control, 0.0), (pruned, 5.0)):
+        base.temperature = t
+        _save(base, path)
+    (tmp_path / "RESULTS.md").write_text("<!-- gap-n:begin -->\n<!-- gap-n:end -->\n")
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gap.py"), "--data", str(data), "--tag", "gap-n",
+                        "--out", str(tmp_path), "--levels", "--pairs", f"a={control}:{pruned},b={control}:{control}"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((tmp_path / "results-gap-n.json").read_text())
+    want = {}
+    for path in (control, pruned):
+        m = madtp_deploy.load(str(path), mode="invariant")
+        want[path] = evaluate(m, split, tokenizer_for(data), batch_size=64, want_ranks=True)
+        assert 100 * sum(x < 1 for x in want[path]["ranks"]["pairs"]) / 32 == pytest.approx(want[path]["accuracy"])
+    assert want[control]["ranks"] != want[pruned]["ranks"]  # the pruned model answers some pairs differently
+    a, b = rec["pairs"]
+    assert a["gap"]["accuracy"]["mean"] == pytest.approx(want[pruned]["accuracy"] - want[control]["accuracy"])
+    assert a["gap"]["accuracy"]["sd_test"] > 0 and b["gap"]["accuracy"] == {"mean": 0.0, "sd_test": 0.0}
+    assert a["removed"] == pytest.approx(want[pruned]["gflops_reduction"]) and a["removed"] > 0
+    assert rec["task"] == "nlvr" and rec["queries"] == {"pairs": 32} and rec["gallery"] is None
+    assert "| pair | control accuracy | compressed accuracy | removed (T) | Δ accuracy |" in r.stdout
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gap.py"), "--data", str(data), "--tag", "t",
+                        "--gallery", "8", "--out", str(tmp_path / "none"), "--pairs", f"a={control}:{pruned}"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--gallery" in r.stderr and "Traceback" not in r.stderr

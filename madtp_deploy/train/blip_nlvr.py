@@ -42,8 +42,11 @@ def run_nlvr(model, img0, img1, ids, mask, batch_size: int = 64):
     return torch.cat(logits), torch.cat(gflops), torch.cat(kept_image), torch.cat(kept_text)
 
 
-def evaluate(model, split: nlvr.NlvrSplit, tok: BlipTokenizer, batch_size: int = 64, pixels=None) -> dict:
-    """Accuracy, per-instance GFLOPs (2 per multiply-add) against the dense model, kept per layer."""
+def evaluate(model, split: nlvr.NlvrSplit, tok: BlipTokenizer, batch_size: int = 64, pixels=None,
+             want_ranks: bool = False) -> dict:
+    """Accuracy, per-instance GFLOPs (2 per multiply-add) against the dense model, kept per layer.
+    `want_ranks`: also each pair's rank of the true answer among the two (0: correct), for paired
+    statistics (evaluate.paired_difference at k = 1 is then the accuracy difference)."""
     img0, img1 = split.pixels(model.spec.image_size) if pixels is None else pixels
     ids, mask = tok(split.sentences, where=str(split.annotation))
     logits, gflops, kept_image, kept_text = run_nlvr(model, img0, img1, ids, mask, batch_size)
@@ -51,8 +54,10 @@ def evaluate(model, split: nlvr.NlvrSplit, tok: BlipTokenizer, batch_size: int =
     dense = flops_blip.nlvr_flops(s, torch.full((len(ids), 2, s.vision_layers), s.vision_tokens, dtype=torch.long),
                                   tokens, tokens[:, None].expand(-1, s.text_layers), pruning=False).gflops
     t = model.temperature
-    acc = (logits.argmax(1) == split.targets()).double().mean().item()
-    return {"accuracy": 100.0 * acc, "instances": len(ids), "mode": model.mode, "batch_size": batch_size,
+    correct = logits.argmax(1) == split.targets()
+    acc = correct.double().mean().item()
+    ranks = {"ranks": {"pairs": [0 if c else 1 for c in correct.tolist()]}} if want_ranks else {}
+    return {**ranks, "accuracy": 100.0 * acc, "instances": len(ids), "mode": model.mode, "batch_size": batch_size,
             "temperature": t, "gflops": float(gflops.mean()), "gflops_dense": float(dense.mean()),
             "gflops_reduction": 1.0 - float(gflops.mean()) / float(dense.mean()),
             "kept_image_per_layer": [float(v) for v in kept_image.mean(0)],
