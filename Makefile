@@ -109,7 +109,8 @@ p4b-curve: setup
 # The BLIP NLVR2 curve of docs/RESULTS.md (issue 21, item 3; about 52 minutes of training on 2 cores at 32 px). As
 # BLIP: pre-train (ITC + ITM on the scenes captions, blip-retrieval-deep), fine-tune NLVR2 from it (`--pretrained`:
 # each cross-attention copied for both images) on the generated pairs, then from that dense model a `--reduce 0`
-# control and 0.8 / 0.7 / 0.5, each as long; then the study (docs/results-nlvr-deep.json / .png).
+# control and 0.8 / 0.7 / 0.5, each as long; then the study (docs/results-nlvr-deep.json / .png) and the gaps to the
+# control on 5,000 test pairs (the same train / val splits; the first 500 test pairs are the study's).
 # `make nlvr-curve NLVR_PX=64`: the same at 64 px (blip-*-deep64, data/nlvr-big64, runs/blipdeep64,
 # docs/results-nlvr-deep64.*), 65 tokens per image instead of 17.
 NLVR_PX ?=
@@ -128,6 +129,9 @@ nlvr-curve: setup
 	for p in 0 0.8 0.7 0.5; do $(NLVR_TRAIN) --output $(NLVR_RUNS)/p$$p --reduce $$p $(NLVR_COMPRESS) || exit 1; done
 	$(PY) scripts/study.py --task nlvr --data $(NLVR_DATA) --ablate none --ref-batch 32 --tag nlvr-deep$(NLVR_PX) --runs \
 	    dense=$(NLVR_RUNS)/dense/madtp.pt,0=$(NLVR_RUNS)/p0/madtp.pt,0.5=$(NLVR_RUNS)/p0.5/madtp.pt,0.7=$(NLVR_RUNS)/p0.7/madtp.pt,0.8=$(NLVR_RUNS)/p0.8/madtp.pt
+	$(CLI) make-data --task nlvr --output $(NLVR_DATA)-t5k --train 16000 --val 500 --test 5000 --image-size $(or $(NLVR_PX),32)
+	$(PY) scripts/gap.py --data $(NLVR_DATA)-t5k --levels --tag gap-nlvr-deep$(NLVR_PX) --pairs \
+	    0.5=$(NLVR_RUNS)/p0/madtp.pt:$(NLVR_RUNS)/p0.5/madtp.pt,0.7=$(NLVR_RUNS)/p0/madtp.pt:$(NLVR_RUNS)/p0.7/madtp.pt,0.8=$(NLVR_RUNS)/p0/madtp.pt:$(NLVR_RUNS)/p0.8/madtp.pt
 
 # NVIDIA ModelOpt's ONNX quantizer (FP8, ModelOpt INT8) in its OWN venv: it pulls onnxruntime-gpu,
 # which overwrites the CPU onnxruntime of .venv. The CPU torch goes in first (else a CUDA build).
