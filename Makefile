@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 CLI    := $(VENV)/bin/madtp-deploy
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean modelopt-env calibration-report gpu-check shipped-model shipped-curve shipped-seeds nlvr-curve p4-curve p4b-curve
+.PHONY: setup demo test lint bench clean modelopt-env calibration-report gpu-check shipped-model shipped-curve shipped-seeds nlvr-curve nlvr-compress p4-curve p4b-curve
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -108,17 +108,28 @@ p4b-curve: setup
 
 # The BLIP NLVR2 curve of docs/RESULTS.md (issue 21, item 3; about 52 minutes of training on 2 cores at 32 px). As
 # BLIP: pre-train (ITC + ITM on the scenes captions, blip-retrieval-deep), fine-tune NLVR2 from it (`--pretrained`:
-# each cross-attention copied for both images) on the generated pairs, then from that dense model a `--reduce 0`
-# control and 0.8 / 0.7 / 0.5, each as long; then the study (docs/results-nlvr-deep.json / .png) and the gaps to the
-# control on 5,000 test pairs (the same train / val splits; the first 500 test pairs are the study's).
+# each cross-attention copied for both images) on the generated pairs; then `nlvr-compress`: from that dense model
+# a `--reduce 0` control and 0.8 / 0.7 / 0.5, each as long, the study (docs/results-nlvr-deep.json / .png) and the
+# gaps to the control on 5,000 test pairs (the same train / val splits; the first 500 test pairs are the study's).
 # `make nlvr-curve NLVR_PX=64`: the same at 64 px (blip-*-deep64, data/nlvr-big64, runs/blipdeep64,
-# docs/results-nlvr-deep64.*), 65 tokens per image instead of 17.
+# docs/results-nlvr-deep64.*), 65 tokens per image instead of 17. From an existing dense model, e.g. the 8-epoch
+# pair of docs/RESULTS.md: `make nlvr-compress NLVR_PX=64 NLVR_EPOCHS=8 NLVR_LEVELS="0 0.8"` (runs/blipdeep64/e8-p*).
 NLVR_PX ?=
+NLVR_EPOCHS ?= 4
+NLVR_LEVELS ?= 0 0.8 0.7 0.5
 NLVR_DATA := data/nlvr-big$(NLVR_PX)
 NLVR_RUNS := runs/blipdeep$(NLVR_PX)
+NLVR_E := $(if $(filter 4,$(NLVR_EPOCHS)),,e$(NLVR_EPOCHS))
+NLVR_P := $(NLVR_RUNS)/$(NLVR_E:%=%-)p
+NLVR_TAG := nlvr-deep$(NLVR_PX)$(NLVR_E:%=-%)
 NLVR_TRAIN := OMP_NUM_THREADS=2 $(CLI) train --seed 0 --wd 0.05
-NLVR_COMPRESS := --data $(NLVR_DATA) --init $(NLVR_RUNS)/dense/madtp.pt --epochs 4 --batch-size 32 --lr 5e-5 \
-                 --control-every 40
+NLVR_COMPRESS := --data $(NLVR_DATA) --init $(NLVR_RUNS)/dense/madtp.pt --epochs $(NLVR_EPOCHS) --batch-size 32 \
+                 --lr 5e-5 --control-every 40
+comma := ,
+empty :=
+space := $(empty) $(empty)
+NLVR_STUDY = $(subst $(space),$(comma),$(foreach p,$(sort $(NLVR_LEVELS)),$(p)=$(NLVR_P)$(p)/madtp.pt))
+NLVR_PAIRS = $(subst $(space),$(comma),$(foreach p,$(filter-out 0,$(sort $(NLVR_LEVELS))),$(p)=$(NLVR_P)0/madtp.pt:$(NLVR_P)$(p)/madtp.pt))
 nlvr-curve: setup
 	$(CLI) make-data --output data/scenes
 	$(CLI) make-data --task nlvr --output $(NLVR_DATA) --train 16000 --val 500 --test 500 --image-size $(or $(NLVR_PX),32)
@@ -126,12 +137,13 @@ nlvr-curve: setup
 	    --batch-size 64 --lr 3e-4 --warmup 200
 	$(NLVR_TRAIN) --data $(NLVR_DATA) --output $(NLVR_RUNS)/dense --init blip-nlvr-deep$(NLVR_PX) \
 	    --pretrained $(NLVR_RUNS)/pre/madtp.pt --epochs 10 --batch-size 32 --lr 5e-5 --warmup 100
-	for p in 0 0.8 0.7 0.5; do $(NLVR_TRAIN) --output $(NLVR_RUNS)/p$$p --reduce $$p $(NLVR_COMPRESS) || exit 1; done
-	$(PY) scripts/study.py --task nlvr --data $(NLVR_DATA) --ablate none --ref-batch 32 --tag nlvr-deep$(NLVR_PX) --runs \
-	    dense=$(NLVR_RUNS)/dense/madtp.pt,0=$(NLVR_RUNS)/p0/madtp.pt,0.5=$(NLVR_RUNS)/p0.5/madtp.pt,0.7=$(NLVR_RUNS)/p0.7/madtp.pt,0.8=$(NLVR_RUNS)/p0.8/madtp.pt
+	$(MAKE) nlvr-compress
+nlvr-compress: setup
+	for p in $(NLVR_LEVELS); do $(NLVR_TRAIN) --output $(NLVR_P)$$p --reduce $$p $(NLVR_COMPRESS) || exit 1; done
+	$(PY) scripts/study.py --task nlvr --data $(NLVR_DATA) --ablate none --ref-batch 32 --tag $(NLVR_TAG) \
+	    $(if $(NLVR_PX),--compare docs/results-nlvr-deep.json) --runs dense=$(NLVR_RUNS)/dense/madtp.pt,$(NLVR_STUDY)
 	$(CLI) make-data --task nlvr --output $(NLVR_DATA)-t5k --train 16000 --val 500 --test 5000 --image-size $(or $(NLVR_PX),32)
-	$(PY) scripts/gap.py --data $(NLVR_DATA)-t5k --levels --tag gap-nlvr-deep$(NLVR_PX) --pairs \
-	    0.5=$(NLVR_RUNS)/p0/madtp.pt:$(NLVR_RUNS)/p0.5/madtp.pt,0.7=$(NLVR_RUNS)/p0/madtp.pt:$(NLVR_RUNS)/p0.7/madtp.pt,0.8=$(NLVR_RUNS)/p0/madtp.pt:$(NLVR_RUNS)/p0.8/madtp.pt
+	$(PY) scripts/gap.py --data $(NLVR_DATA)-t5k --levels --tag gap-$(NLVR_TAG) --pairs $(NLVR_PAIRS)
 
 # NVIDIA ModelOpt's ONNX quantizer (FP8, ModelOpt INT8) in its OWN venv: it pulls onnxruntime-gpu,
 # which overwrites the CPU onnxruntime of .venv. The CPU torch goes in first (else a CUDA build).
