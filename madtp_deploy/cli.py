@@ -239,8 +239,8 @@ def make_data(output: Path = typer.Option(Path("data/scenes"), "--output"),
               n_train: int = typer.Option(4000, "--train"), n_val: int = typer.Option(300, "--val"),
               n_test: int = typer.Option(500, "--test"), seed: int = typer.Option(0, "--seed"),
               task: str = typer.Option("scenes", "--task", help="scenes (retrieval) or nlvr (image pairs + statements)"),
-              image_size: int = typer.Option(0, "--image-size",
-                                             help="image side in pixels (0: the task's default, scenes 64, nlvr 32)"),
+              image_size: int | None = typer.Option(None, "--image-size",
+                                                    help="image side in pixels (default: the task's, scenes 64, nlvr 32)"),
               ) -> None:
     """Generate the seeded shapes-and-relations retrieval task in BLIP's annotation format."""
     from .data import scenes
@@ -252,11 +252,10 @@ def make_data(output: Path = typer.Option(Path("data/scenes"), "--output"),
         check_number(n, option, lo=0, hi=1_000_000, integer=True, error=UsageError,
                      fix=f"a number of images from 0 to 1000000, e.g. {option} 100")
     check_number(seed, "--seed", lo=0, hi=2**32 - 1, integer=True, error=UsageError, fix="an integer seed >= 0")
-    check_number(image_size, "--image-size", lo=0, hi=1024, integer=True, error=UsageError,
-                 fix="a side in pixels from 8 to 1024, e.g. --image-size 64 (0: the task's default)")
-    if 0 < image_size < 8:
-        raise UsageError(f"--image-size {image_size}: too small to draw a shape; fix: 8 to 1024 (0: the task's default)")
-    size = {"image_size": image_size} if image_size else {}
+    if image_size is not None:
+        check_number(image_size, "--image-size", lo=8, hi=1024, integer=True, error=UsageError,
+                     fix="a side in pixels from 8 to 1024, e.g. --image-size 64")
+    size = {} if image_size is None else {"image_size": image_size}
     if task not in ("scenes", "nlvr"):
         raise UsageError(f"--task {task!r}: unknown; fix: scenes or nlvr")
     with output_dir(output, "--output"):

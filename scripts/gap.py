@@ -32,6 +32,7 @@ from madtp_deploy.train.blip_nlvr import tokenizer_for
 
 R1 = (("txt_r1", "txt"), ("img_r1", "img"))  # (recall key, the ranks' key)
 ACCURACY = (("accuracy", "pairs"),)  # NLVR2: the true answer's rank among the two, so hit@1 = correct
+METRICS = {"scenes": R1, "nlvr": ACCURACY}  # by the record's task
 COLUMN = {"txt_r1": "txt R@1", "img_r1": "img R@1", "accuracy": "accuracy"}
 
 
@@ -61,7 +62,7 @@ def gaps(pairs: list[tuple[str, dict, dict]], metrics=R1) -> dict:
 def table(record: dict) -> list[str]:
     """The markdown table: one row per pair, then their mean."""
     q, nlvr = record["queries"], record.get("task") == "nlvr"
-    keys = [k for k, _ in (ACCURACY if nlvr else R1)]
+    keys = [k for k, _ in METRICS[record.get("task", "scenes")]]
     what = (f"{q['pairs']} image pairs and their statements" if nlvr else
             f"{q['images']} images (txt R@1 queries), {q['captions']} captions (img R@1 queries), each ranked "
             f"within a gallery of {record['gallery']} images and their captions")
@@ -111,7 +112,8 @@ def main() -> None:
     if is_nlvr and a.gallery:
         ap.error("--gallery: NLVR2 has no gallery (each pair is one query); fix: leave --gallery out")
     split = nlvr.load(data, "test") if is_nlvr else dataset.load(data, "test")
-    metrics = ACCURACY if is_nlvr else R1
+    task = "nlvr" if is_nlvr else "scenes"
+    metrics = METRICS[task]
     pixels, results = {}, {}
 
     def run(ckpt: str) -> dict:
@@ -130,7 +132,7 @@ def main() -> None:
 
     pairs = [(label, run(control), run(compressed)) for label, control, compressed in given]
     queries = ({"pairs": len(split)} if is_nlvr else {"images": len(split.img2txt), "captions": len(split.txt2img)})
-    record = {"data": a.data, "task": "nlvr" if is_nlvr else "scenes", "pairs_given": a.pairs, "mode": "invariant",
+    record = {"data": a.data, "task": task, "pairs_given": a.pairs, "mode": "invariant",
               "batch_size": 64, "queries": queries, "gallery": None if is_nlvr else a.gallery or len(split.img2txt),
               "levels": a.levels, **gaps(pairs, metrics)}
     write_text_atomic(out / f"results-{a.tag}.json", json.dumps(record, indent=2))
